@@ -1,0 +1,1 @@
+"""pytest hooks of pytest-vla (filled in by the plugin issue)."""

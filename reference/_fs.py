@@ -1,0 +1,65 @@
+"""Atomic output directories: build in a temporary sibling, rename into place at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import ReleaseError
+
+__all__ = ["atomic_dir", "atomic_write_bytes", "fsync_file"]
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_dir(dst: Path, *, overwrite: bool = False, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling of ``dst``; on success it becomes ``dst``, on failure it is removed."""
+    dst = dst.absolute()
+    if dst.exists() and not overwrite and (not dst.is_dir() or any(dst.iterdir())):
+        raise ReleaseError("destination exists and is not empty", path=dst, fix="choose a new path or pass --overwrite")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+    try:
+        yield tmp
+        if fsync:
+            for p in sorted(tmp.rglob("*")):
+                if p.is_file():
+                    fsync_file(p)
+        old = None
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+            dst.rename(old)
+        tmp.rename(dst)
+        if fsync:
+            fsync_file(dst.parent)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a single file atomically (temporary sibling + rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,79 @@
+"""Give back the pages of memory-mapped files once their bytes are written.
+
+Touched pages of a file mapping count towards a process's RSS until unmapped. The converters
+stream one tensor at a time, so after each one they drop its pages with ``madvise(DONTNEED)``;
+the next access (if any) faults them in from the page cache again. Only ranges registered as
+file mappings are ever advised: on anonymous memory DONTNEED would zero live data.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import ctypes.util
+import mmap
+import sys
+from pathlib import Path
+
+import torch
+
+__all__ = ["FileMappings"]
+
+_MADV_DONTNEED = 4
+_PAGE = mmap.PAGESIZE
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name, use_errno=True) if name else None
+
+
+class FileMappings:
+    """Address ranges of read-only file mappings that may be released after use."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._libc = _libc()
+
+    def register_range(self, start: int, length: int) -> None:
+        i = bisect.bisect(self._starts, start)
+        self._starts.insert(i, start)
+        self._ends.insert(i, start + length)
+
+    def register_file(self, path: Path) -> None:
+        """Record every mapping of ``path`` that /proc/self/maps shows (after torch.load mmap)."""
+        if self._libc is None:
+            return
+        target = str(path.resolve())
+        try:
+            lines = Path("/proc/self/maps").read_text().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and parts[5] == target:
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                if not self._covers(lo, hi):
+                    self.register_range(lo, hi - lo)
+
+    def _covers(self, lo: int, hi: int) -> bool:
+        i = bisect.bisect(self._starts, lo) - 1
+        return i >= 0 and self._ends[i] >= hi
+
+    def release(self, tensor: torch.Tensor) -> None:
+        """Drop the resident pages under ``tensor`` if it lies in a registered file mapping."""
+        if self._libc is None or tensor.is_meta or tensor.numel() == 0:
+            return
+        lo = tensor.data_ptr()
+        hi = lo + tensor.numel() * tensor.element_size()
+        if not self._covers(lo, hi):
+            return
+        start = lo - lo % _PAGE
+        end = hi + (-hi) % _PAGE
+        i = bisect.bisect(self._starts, lo) - 1
+        start, end = max(start, self._starts[i]), min(end, self._ends[i])
+        if end > start:
+            self._libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)

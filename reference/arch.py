@@ -1,0 +1,418 @@
+"""Model hyperparameters, read from Megatron's recorded arguments.
+
+Megatron records its command line either as ``args`` inside every ``model_optim_rng.pt``
+(an ``argparse.Namespace``) or as ``arguments.json`` beside the shards. Argument names are
+Megatron's own, with underscores or hyphens.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+
+from .errors import LayoutError, UnsupportedModelError
+
+__all__ = ["Arch", "Layout", "arch_from_args", "layout_from_args", "padded_vocab_size"]
+
+_DTYPES: Final[dict[str, torch.dtype]] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the training run split the model: tensor, pipeline and expert parallel sizes."""
+
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+    etp: int | None = None  # expert tensor parallel size; None means "same as tp"
+    vpp: int = 1  # virtual pipeline chunks per stage
+
+    @property
+    def expert_tp(self) -> int:
+        return self.tp if self.etp is None else self.etp
+
+    def describe(self) -> str:
+        text = f"TP={self.tp} PP={self.pp} EP={self.ep}"
+        if self.etp is not None and self.etp != self.tp:
+            text += f" ETP={self.etp}"
+        if self.vpp > 1:
+            text += f" VPP={self.vpp}"
+        return text
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The function the model computes, independent of how it was split."""
+
+    num_layers: int
+    hidden_size: int
+    ffn_hidden_size: int
+    num_attention_heads: int
+    num_query_groups: int
+    kv_channels: int
+    padded_vocab_size: int
+    vocab_size: int | None = None  # true vocabulary size; None when nobody told us
+    make_vocab_size_divisible_by: int = 128
+    normalization: str = "LayerNorm"
+    norm_epsilon: float = 1e-5
+    swiglu: bool = False
+    position_embedding_type: str = "learned_absolute"
+    max_position_embeddings: int = 2048
+    rotary_base: float = 10000.0
+    rotary_percent: float = 1.0
+    rotary_interleaved: bool = False
+    tied: bool = True
+    add_bias_linear: bool = True
+    add_qkv_bias: bool = False
+    qk_layernorm: bool = False
+    num_experts: int = 0
+    moe_router_topk: int = 2
+    moe_ffn_hidden_size: int = 0
+    moe_layers: tuple[bool, ...] = ()
+    moe_router_pre_softmax: bool = False
+    moe_router_score_function: str = "softmax"
+    moe_shared_expert_intermediate_size: int = 0
+    activation: str = "gelu"  # "silu" (SwiGLU), "gelu" (erf) or "gelu_tanh"
+    params_dtype: torch.dtype = torch.float32
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.add_bias_linear or self.add_qkv_bias
+
+    @property
+    def heads_per_group(self) -> int:
+        return self.num_attention_heads // self.num_query_groups
+
+    @property
+    def qkv_rows(self) -> int:
+        return (self.num_attention_heads + 2 * self.num_query_groups) * self.kv_channels
+
+    @property
+    def has_norm_bias(self) -> bool:
+        return self.normalization == "LayerNorm"
+
+    @property
+    def rows_vocab(self) -> int:
+        """Rows the merged embedding has: the true vocab when known, else the padded one."""
+        return self.vocab_size if self.vocab_size is not None else self.padded_vocab_size
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return bool(self.moe_layers) and self.moe_layers[layer]
+
+    def with_vocab(self, vocab_size: int | None) -> Arch:
+        return dataclasses.replace(self, vocab_size=vocab_size)
+
+    def to_args(self, layout: Layout) -> dict[str, Any]:
+        """Megatron argument names and values that reproduce this model at ``layout``."""
+        args: dict[str, Any] = {
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "ffn_hidden_size": self.ffn_hidden_size,
+            "num_attention_heads": self.num_attention_heads,
+            "group_query_attention": self.num_query_groups != self.num_attention_heads,
+            "num_query_groups": self.num_query_groups,
+            "kv_channels": self.kv_channels,
+            "normalization": self.normalization,
+            "norm_epsilon": self.norm_epsilon,
+            "swiglu": self.swiglu,
+            "position_embedding_type": self.position_embedding_type,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rotary_base": self.rotary_base,
+            "rotary_percent": self.rotary_percent,
+            "rotary_interleaved": self.rotary_interleaved,
+            "untie_embeddings_and_output_weights": not self.tied,
+            "add_bias_linear": self.add_bias_linear,
+            "add_qkv_bias": self.add_qkv_bias,
+            "qk_layernorm": self.qk_layernorm,
+            "make_vocab_size_divisible_by": self.make_vocab_size_divisible_by,
+            "padded_vocab_size": padded_vocab_size(
+                self.rows_vocab, self.make_vocab_size_divisible_by, layout.tp
+            ),
+            "openai_gelu": False,
+            # Megatron's fused bias-GELU is the tanh approximation; off means exact erf GELU
+            "bias_gelu_fusion": self.activation == "gelu_tanh",
+            "tensor_model_parallel_size": layout.tp,
+            "pipeline_model_parallel_size": layout.pp,
+            "expert_model_parallel_size": layout.ep,
+            "bf16": self.params_dtype == torch.bfloat16,
+            "fp16": self.params_dtype == torch.float16,
+            "params_dtype": _dtype_name(self.params_dtype),
+        }
+        if self.vocab_size is not None:
+            args["vocab_size"] = self.vocab_size
+        if layout.etp is not None:
+            args["expert_tensor_parallel_size"] = layout.etp
+        if self.num_experts:
+            args.update(
+                num_experts=self.num_experts,
+                moe_router_topk=self.moe_router_topk,
+                moe_ffn_hidden_size=self.moe_ffn_hidden_size,
+                moe_layer_freq=[int(x) for x in self.moe_layers],
+                moe_router_pre_softmax=self.moe_router_pre_softmax,
+                moe_router_score_function=self.moe_router_score_function,
+            )
+        return args
+
+
+def padded_vocab_size(vocab: int, divisible_by: int, tp: int) -> int:
+    """Megatron's padding: the next multiple of ``divisible_by * tp``.
+
+    >>> padded_vocab_size(50257, 128, 2)
+    50432
+    """
+    multiple = divisible_by * tp
+    return int(math.ceil(vocab / multiple) * multiple)
+
+
+class _Args:
+    """Typed access to a Megatron argument mapping, with hyphen/underscore aliases."""
+
+    def __init__(self, raw: Mapping[str, Any], source: Path) -> None:
+        self._raw = {k.replace("-", "_"): v for k, v in raw.items()}
+        self.source = source
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._raw.get(name, default)
+        return default if value is None else value
+
+    def has(self, name: str) -> bool:
+        return self._raw.get(name) is not None
+
+    def int(self, name: str, default: int | None = None) -> int:
+        value = self.get(name, default)
+        if value is None:
+            raise LayoutError(
+                f"required argument {name!r} is missing",
+                path=self.source,
+                key=name,
+                fix="record the training arguments (Megatron writes them as 'args' or arguments.json)",
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise LayoutError(
+                f"argument {name!r} is {value!r}, expected an integer", path=self.source, key=name
+            )
+        return int(value)
+
+    def float(self, name: str, default: float) -> float:
+        value = self.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LayoutError(
+                f"argument {name!r} is {value!r}, expected a number", path=self.source, key=name
+            )
+        return float(value)
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.get(name, default)
+        if not isinstance(value, bool):
+            raise LayoutError(
+                f"argument {name!r} is {value!r}, expected true or false",
+                path=self.source,
+                key=name,
+            )
+        return value
+
+
+def layout_from_args(raw: Mapping[str, Any], *, source: Path) -> Layout:
+    """The parallel layout recorded in Megatron's arguments."""
+    a = _Args(raw, source)
+    etp = a.get("expert_tensor_parallel_size")
+    vpp = a.get("virtual_pipeline_model_parallel_size")
+    if vpp is None and a.has("num_layers_per_virtual_pipeline_stage"):
+        per_chunk = a.int("num_layers_per_virtual_pipeline_stage")
+        vpp = a.int("num_layers") // (per_chunk * a.int("pipeline_model_parallel_size", 1))
+    return Layout(
+        tp=a.int("tensor_model_parallel_size", 1),
+        pp=a.int("pipeline_model_parallel_size", 1),
+        ep=a.int("expert_model_parallel_size", 1),
+        etp=int(etp) if etp is not None else None,
+        vpp=int(vpp) if vpp else 1,
+    )
+
+
+def arch_from_args(
+    raw: Mapping[str, Any], *, source: Path, vocab_size: int | None = None
+) -> Arch:
+    """The model hyperparameters recorded in Megatron's arguments.
+
+    Args:
+        raw: ``vars(args)`` or the parsed ``arguments.json``.
+        source: The file they came from, named in errors.
+        vocab_size: The true vocabulary size, if the caller knows it better than the args.
+
+    Example:
+        >>> arch = arch_from_args({"num_layers": 2, "hidden_size": 64,
+        ...     "num_attention_heads": 4, "padded_vocab_size": 256}, source=Path("args"))
+        >>> arch.ffn_hidden_size, arch.kv_channels
+        (256, 16)
+    """
+    a = _Args(raw, source)
+    hidden = a.int("hidden_size")
+    heads = a.int("num_attention_heads")
+    layers = a.int("num_layers")
+    gqa = a.bool("group_query_attention", False) or (
+        a.has("num_query_groups") and a.int("num_query_groups") != heads
+    )
+    groups = a.int("num_query_groups", heads) if gqa else heads
+    kv_channels = a.int("kv_channels", hidden // heads)
+    swiglu = a.bool("swiglu", False)
+    ffn = a.int("ffn_hidden_size", 4 * hidden if not swiglu else None)
+    normalization = str(a.get("normalization", "LayerNorm"))
+    if normalization not in ("LayerNorm", "RMSNorm"):
+        raise UnsupportedModelError(
+            f"normalization {normalization!r} is not LayerNorm or RMSNorm",
+            path=source,
+            key="normalization",
+        )
+    eps = a.float("norm_epsilon", a.float("layernorm_epsilon", 1e-5))
+    position = str(a.get("position_embedding_type", "learned_absolute"))
+    divisible = a.int("make_vocab_size_divisible_by", 128)
+    layout = layout_from_args(raw, source=source)
+    true_vocab = vocab_size if vocab_size is not None else a.get("vocab_size")
+    if true_vocab is not None:
+        true_vocab = int(true_vocab)
+    if a.has("padded_vocab_size"):
+        padded = a.int("padded_vocab_size")
+    elif true_vocab is not None:
+        padded = padded_vocab_size(true_vocab, divisible, layout.tp)
+    else:
+        raise LayoutError(
+            "neither 'padded_vocab_size' nor 'vocab_size' is recorded",
+            path=source,
+            key="padded_vocab_size",
+            fix="pass --vocab-size or --tokenizer",
+        )
+    if true_vocab is not None and true_vocab > padded:
+        raise LayoutError(
+            f"true vocab size {true_vocab} exceeds the padded vocab size {padded}",
+            path=source,
+            key="padded_vocab_size",
+            fix="pass the vocabulary size of the tokenizer the model was trained with",
+        )
+    num_experts = int(a.get("num_experts", 0) or 0)
+    moe_layers: tuple[bool, ...] = ()
+    if num_experts:
+        moe_layers = _moe_layer_pattern(a.get("moe_layer_freq", 1), layers, source)
+    params_dtype = _params_dtype(a)
+    if a.bool("squared_relu", False):
+        raise UnsupportedModelError(
+            "squared_relu MLPs have no stock transformers equivalent", path=source, key="squared_relu"
+        )
+    return Arch(
+        num_layers=layers,
+        hidden_size=hidden,
+        ffn_hidden_size=ffn,
+        num_attention_heads=heads,
+        num_query_groups=groups,
+        kv_channels=kv_channels,
+        padded_vocab_size=padded,
+        vocab_size=true_vocab,
+        make_vocab_size_divisible_by=divisible,
+        normalization=normalization,
+        norm_epsilon=eps,
+        swiglu=swiglu,
+        position_embedding_type=position,
+        max_position_embeddings=a.int("max_position_embeddings", a.int("seq_length", 2048)),
+        rotary_base=a.float("rotary_base", 10000.0),
+        rotary_percent=a.float("rotary_percent", 1.0),
+        rotary_interleaved=a.bool("rotary_interleaved", False),
+        tied=not a.bool("untie_embeddings_and_output_weights", False),
+        add_bias_linear=a.bool("add_bias_linear", True),
+        add_qkv_bias=a.bool("add_qkv_bias", False),
+        qk_layernorm=a.bool("qk_layernorm", False),
+        num_experts=num_experts,
+        moe_router_topk=a.int("moe_router_topk", 2),
+        moe_ffn_hidden_size=a.int("moe_ffn_hidden_size", ffn) if num_experts else 0,
+        moe_layers=moe_layers,
+        moe_router_pre_softmax=a.bool("moe_router_pre_softmax", False),
+        moe_router_score_function=str(a.get("moe_router_score_function", "softmax")),
+        moe_shared_expert_intermediate_size=int(a.get("moe_shared_expert_intermediate_size", 0) or 0),
+        activation=_activation(a, swiglu),
+        params_dtype=params_dtype,
+    )
+
+
+def _activation(a: _Args, swiglu: bool) -> str:
+    """Exact (erf) or tanh GELU: Megatron's fused bias-GELU (on by default) is the tanh one."""
+    if swiglu:
+        return "silu"
+    fused = a.bool("bias_gelu_fusion", a.bool("bias_activation_fusion", True)) and a.bool("add_bias_linear", True)
+    return "gelu_tanh" if a.bool("openai_gelu", False) or fused else "gelu"
+
+
+def _params_dtype(a: _Args) -> torch.dtype:
+    value = a.get("params_dtype")
+    if isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, str):
+        name = value.removeprefix("torch.")
+        if name in _DTYPES:
+            return _DTYPES[name]
+    if a.bool("bf16", False):
+        return torch.bfloat16
+    if a.bool("fp16", False):
+        return torch.float16
+    return torch.float32
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return next(name for name, value in _DTYPES.items() if value == dtype)
+
+
+def _moe_layer_pattern(value: Any, num_layers: int, source: Path) -> tuple[bool, ...]:
+    """Megatron's ``--moe-layer-freq``: an int N (layer i is MoE iff i % N == 0) or a pattern."""
+    if isinstance(value, str):
+        value = _literal_pattern(value, source)
+    if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
+        raise LayoutError(
+            f"moe_layer_freq {value!r} is not an integer or a list", path=source, key="moe_layer_freq"
+        )
+    if isinstance(value, int):
+        if value < 1:
+            raise LayoutError(
+                f"moe_layer_freq {value} must be >= 1", path=source, key="moe_layer_freq"
+            )
+        return tuple(i % value == 0 for i in range(num_layers))
+    if len(value) != num_layers or any(x not in (0, 1) for x in value):
+        raise LayoutError(
+            f"moe_layer_freq pattern has {len(value)} entries of 0/1, expected {num_layers}",
+            path=source,
+            key="moe_layer_freq",
+        )
+    return tuple(bool(x) for x in value)
+
+
+def _literal_pattern(text: str, source: Path) -> int | list[int]:
+    """Evaluate Megatron's pattern strings like ``([1]*1+[0]*1)*12`` without ``eval``."""
+
+    def ev(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [ev(e) for e in node.elts]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = ev(node.left), ev(node.right)
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ValueError(ast.dump(node))
+
+    try:
+        result = ev(ast.parse(text, mode="eval"))
+    except (SyntaxError, ValueError, TypeError) as e:
+        raise LayoutError(
+            f"moe_layer_freq {text!r} is not a list pattern", path=source, key="moe_layer_freq"
+        ) from e
+    if not isinstance(result, (int, list)):
+        raise LayoutError(f"moe_layer_freq {text!r} is not a list pattern", path=source, key="moe_layer_freq")
+    return result

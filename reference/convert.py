@@ -1,0 +1,117 @@
+"""Entry points: open any checkpoint, merge it to Hugging Face, reshard it to Megatron."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .arch import Layout
+from .errors import LayoutError, MalformedFileError
+from .hf import HFSource, Source, write_hf
+from .layout import find_checkpoint, read_json
+from .megatron import MegatronSource
+from .reshard import write_megatron
+
+__all__ = ["open_source", "merge", "reshard", "tokenizer_vocab_size"]
+
+log = logging.getLogger(__name__)
+
+
+def tokenizer_vocab_size(path: Path) -> int:
+    """Token count of a tokenizer (``tokenizer.json`` or its directory): largest id + 1."""
+    file = path / "tokenizer.json" if path.is_dir() else path
+    data = read_json(file)
+    try:
+        ids = list(data["model"]["vocab"].values()) if isinstance(data["model"]["vocab"], dict) else [
+            i for i, _ in enumerate(data["model"]["vocab"])
+        ]
+        ids += [int(t["id"]) for t in data.get("added_tokens") or []]
+    except (KeyError, TypeError, ValueError) as e:
+        raise MalformedFileError(f"cannot read the vocabulary: {e!r}", path=file, key="model.vocab") from e
+    if not ids:
+        raise MalformedFileError("empty vocabulary", path=file, key="model.vocab")
+    return max(ids) + 1
+
+
+def open_source(path: Path, *, vocab_size: int | None = None, tokenizer: Path | None = None) -> Source:
+    """Open a Hugging Face directory or a Megatron checkpoint (torch or torch_dist format).
+
+    Example:
+        >>> src = open_source(Path("golden/dense/checkpoint"))  # doctest: +SKIP
+        >>> src.layout.describe()                               # doctest: +SKIP
+        'TP=2 PP=2 EP=1'
+    """
+    path = Path(path)
+    if tokenizer is not None:
+        vocab_size = tokenizer_vocab_size(tokenizer)
+    if (path / "config.json").is_file():
+        return HFSource(path)
+    ckpt = find_checkpoint(path)
+    if ckpt.format == "torch_dist":
+        from .torch_dist import TorchDistSource
+
+        return TorchDistSource.open(path, vocab_size=vocab_size)
+    src = MegatronSource.open(path, vocab_size=vocab_size)
+    if src.arch.vocab_size is None:
+        log.warning(
+            "true vocabulary size unknown: keeping %d padded rows (pass --vocab-size or --tokenizer to strip them)",
+            src.arch.padded_vocab_size,
+        )
+    return src
+
+
+def merge(
+    src_path: Path,
+    dst: Path,
+    *,
+    vocab_size: int | None = None,
+    tokenizer: Path | None = None,
+    max_shard_size: int = 5 * 10**9,
+    overwrite: bool = False,
+    fsync: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Merge a Megatron checkpoint into a Hugging Face directory; returns its config.
+
+    Example:
+        >>> merge(Path("ckpt"), Path("hf"), vocab_size=50257)  # doctest: +SKIP
+    """
+    src = open_source(src_path, vocab_size=vocab_size, tokenizer=tokenizer)
+    return write_hf(src, Path(dst), max_shard_size=max_shard_size, overwrite=overwrite, fsync=fsync, progress=progress)
+
+
+def reshard(
+    src_path: Path,
+    dst: Path,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    ep: int = 1,
+    vocab_size: int | None = None,
+    tokenizer: Path | None = None,
+    iteration: int | None = None,
+    overwrite: bool = False,
+    fsync: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Write a Hugging Face directory (or another Megatron checkpoint) as Megatron at TP/PP/EP.
+
+    Example:
+        >>> reshard(Path("hf"), Path("ckpt"), tp=2, pp=2)  # doctest: +SKIP
+    """
+    src = open_source(src_path, vocab_size=vocab_size, tokenizer=tokenizer)
+    return write_megatron(
+        src, Path(dst), Layout(tp=tp, pp=pp, ep=ep), iteration=iteration, overwrite=overwrite, fsync=fsync,
+        progress=progress,
+    )
+
+
+def describe_source(src: Source) -> dict[str, Any]:
+    return {"source": str(src.path), **src.describe(), "arch": json.loads(json.dumps(src.arch.to_args(src.layout),
+                                                                                       default=str))}
+
+
+__all__ += ["describe_source", "LayoutError"]

@@ -1,0 +1,480 @@
+"""Stock transformers classes that compute exactly what a Megatron GPT computes.
+
+A family is a record: when it applies, its config.json, and a key table from canonical
+Megatron names to Hub names (with the codec that converts between them). The registry is a
+tuple searched in order; nothing dispatches on strings elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import torch
+
+from .arch import Arch
+from .codecs import GATED_SPLIT, GPT2_QKV, GPT2_QKV_BIAS, IDENTITY, QKV_SPLIT, TRANSPOSE, Codec
+from .errors import LayoutError, UnsupportedModelError
+from .spec import format_key
+
+__all__ = ["Family", "KeyMap", "Extra", "FAMILIES", "family_for_arch", "family_for_config", "arch_from_config"]
+
+_L: Final = "decoder.layers.{layer}."
+_X: Final = "decoder.layers.{layer}.mlp.experts.local_experts.{expert}."
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """One canonical parameter <-> one or more Hub tensors."""
+
+    canonical: str
+    hf: tuple[str, ...]
+    codec: Codec = IDENTITY
+
+    def hf_keys(self, layer: int | None, expert: int | None) -> tuple[str, ...]:
+        return tuple(format_key(t, layer, expert) for t in self.hf)
+
+
+@dataclass(frozen=True)
+class Extra:
+    """A Hub tensor the class requires that Megatron does not have; always zeros (adds nothing)."""
+
+    hf: str
+    shape: Callable[[Arch], tuple[int, ...]]
+    moe_layers_only: bool = True
+
+
+def _attention(prefix: str) -> tuple[KeyMap, ...]:
+    a = prefix + "self_attn."
+    return (
+        KeyMap(_L + "input_layernorm.weight", (prefix + "input_layernorm.weight",)),
+        KeyMap(
+            _L + "self_attention.linear_qkv.weight",
+            (a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"),
+            QKV_SPLIT,
+        ),
+        KeyMap(
+            _L + "self_attention.linear_qkv.bias", (a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"), QKV_SPLIT
+        ),
+        KeyMap(_L + "self_attention.linear_proj.weight", (a + "o_proj.weight",)),
+        KeyMap(_L + "self_attention.linear_proj.bias", (a + "o_proj.bias",)),
+        KeyMap(_L + "pre_mlp_layernorm.weight", (prefix + "post_attention_layernorm.weight",)),
+    )
+
+
+def _gated_mlp(canon: str, prefix: str, gate: str, up: str, down: str) -> tuple[KeyMap, ...]:
+    return (
+        KeyMap(canon + "linear_fc1.weight", (prefix + gate + ".weight", prefix + up + ".weight"), GATED_SPLIT),
+        KeyMap(canon + "linear_fc1.bias", (prefix + gate + ".bias", prefix + up + ".bias"), GATED_SPLIT),
+        KeyMap(canon + "linear_fc2.weight", (prefix + down + ".weight",)),
+        KeyMap(canon + "linear_fc2.bias", (prefix + down + ".bias",)),
+    )
+
+
+_LLAMA_ENDS: Final = (
+    KeyMap("embedding.word_embeddings.weight", ("model.embed_tokens.weight",)),
+    KeyMap("decoder.final_layernorm.weight", ("model.norm.weight",)),
+    KeyMap("output_layer.weight", ("lm_head.weight",)),
+)
+_LP: Final = "model.layers.{layer}."
+
+
+def _rope(arch: Arch) -> dict[str, Any]:
+    return {"rope_parameters": {"rope_type": "default", "rope_theta": arch.rotary_base}}
+
+
+def _common(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return {
+        "vocab_size": arch.rows_vocab,
+        "tie_word_embeddings": arch.tied,
+        "dtype": str(dtype).removeprefix("torch."),
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "pad_token_id": None,
+    }
+
+
+def _llama_like(arch: Arch) -> dict[str, Any]:
+    return {
+        "hidden_size": arch.hidden_size,
+        "num_hidden_layers": arch.num_layers,
+        "num_attention_heads": arch.num_attention_heads,
+        "num_key_value_heads": arch.num_query_groups,
+        "head_dim": arch.kv_channels,
+        "hidden_act": "silu",
+        "rms_norm_eps": arch.norm_epsilon,
+        "max_position_embeddings": arch.max_position_embeddings,
+        "attention_dropout": 0.0,
+        **_rope(arch),
+    }
+
+
+def _rope_problems(arch: Arch) -> list[str]:
+    out = []
+    if arch.normalization != "RMSNorm":
+        out.append(f"normalization={arch.normalization} (needs RMSNorm)")
+    if not arch.swiglu:
+        out.append("swiglu=false (needs SwiGLU)")
+    if arch.position_embedding_type != "rope":
+        out.append(f"position_embedding_type={arch.position_embedding_type} (needs rope)")
+    if arch.rotary_percent != 1.0 or arch.rotary_interleaved:
+        out.append("partial or interleaved rotary embeddings")
+    if arch.qk_layernorm:
+        out.append("qk_layernorm (no stock Llama-style class has it switchable)")
+    return out
+
+
+def _router_problems(arch: Arch) -> list[str]:
+    out = []
+    if arch.moe_router_score_function != "softmax" or arch.moe_router_pre_softmax:
+        out.append("router must be softmax over the top-k logits (moe_router_pre_softmax=false)")
+    if arch.moe_shared_expert_intermediate_size:
+        out.append("shared experts")
+    return out
+
+
+@dataclass(frozen=True)
+class Family:
+    """A stock transformers class and how Megatron parameters map onto it."""
+
+    name: str
+    architecture: str
+    model_type: str
+    problems: Callable[[Arch], list[str]]  # why this class cannot express ``arch``; empty if it can
+    keymap: tuple[KeyMap, ...]
+    config: Callable[[Arch, torch.dtype], dict[str, Any]]
+    extras: tuple[Extra, ...] = ()
+
+    def hf_config(self, arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+        cfg = {"architectures": [self.architecture], "model_type": self.model_type}
+        cfg.update(_common(arch, dtype))
+        cfg.update(self.config(arch, dtype))
+        return cfg
+
+    def map_for(self, canonical_key: str) -> tuple[KeyMap, int | None, int | None]:
+        for km in self.keymap:
+            m = _pattern(km.canonical).match(canonical_key)
+            if m:
+                g = m.groupdict()
+                return km, _int(g.get("layer")), _int(g.get("expert"))
+        raise UnsupportedModelError(
+            f"{self.architecture} has no tensor for this parameter", key=canonical_key
+        )
+
+
+def _int(x: str | None) -> int | None:
+    return None if x is None else int(x)
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    if template not in _PATTERNS:
+        esc = re.escape(template).replace(r"\{layer\}", r"(?P<layer>\d+)").replace(r"\{expert\}", r"(?P<expert>\d+)")
+        _PATTERNS[template] = re.compile(esc + r"\Z")
+    return _PATTERNS[template]
+
+
+def _llama_problems(arch: Arch) -> list[str]:
+    out = _rope_problems(arch)
+    if arch.num_experts:
+        out.append("experts")
+    if arch.add_qkv_bias and not arch.add_bias_linear:
+        out.append("QKV bias without output-projection bias (Llama's attention_bias covers both)")
+    return out
+
+
+def _llama_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return {
+        **_llama_like(arch),
+        "intermediate_size": arch.ffn_hidden_size,
+        "attention_bias": arch.add_bias_linear,
+        "mlp_bias": arch.add_bias_linear,
+    }
+
+
+def _mixtral_problems(arch: Arch) -> list[str]:
+    out = _rope_problems(arch) + _router_problems(arch)
+    if not arch.num_experts or not all(arch.moe_layers):
+        out.append("Mixtral needs experts in every layer")
+    if arch.add_bias_linear or arch.add_qkv_bias:
+        out.append("linear biases")
+    return out
+
+
+def _mixtral_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return {
+        **_llama_like(arch),
+        "intermediate_size": arch.moe_ffn_hidden_size,
+        "num_local_experts": arch.num_experts,
+        "num_experts_per_tok": arch.moe_router_topk,
+        "router_jitter_noise": 0.0,
+        "sliding_window": None,
+        "output_router_logits": False,
+    }
+
+
+def _qwen2_moe_problems(arch: Arch) -> list[str]:
+    out = _rope_problems(arch) + _router_problems(arch)
+    if not arch.num_experts:
+        out.append("no experts")
+    if arch.add_bias_linear:
+        out.append("linear biases other than QKV")
+    return out
+
+
+def _qwen2_moe_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return {
+        **_llama_like(arch),
+        "intermediate_size": arch.ffn_hidden_size,
+        "moe_intermediate_size": arch.moe_ffn_hidden_size,
+        "shared_expert_intermediate_size": 0,
+        "num_experts": arch.num_experts,
+        "num_experts_per_tok": arch.moe_router_topk,
+        "norm_topk_prob": True,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [i for i, moe in enumerate(arch.moe_layers) if not moe],
+        "qkv_bias": arch.qkv_bias,
+        "use_sliding_window": False,
+        "output_router_logits": False,
+    }
+
+
+def _gpt2_problems(arch: Arch) -> list[str]:
+    out = []
+    if arch.normalization != "LayerNorm":
+        out.append(f"normalization={arch.normalization} (needs LayerNorm)")
+    if arch.swiglu:
+        out.append("swiglu (GPT-2 has a plain GELU MLP)")
+    if arch.position_embedding_type != "learned_absolute":
+        out.append(f"position_embedding_type={arch.position_embedding_type} (needs learned_absolute)")
+    if not arch.add_bias_linear:
+        out.append("no linear biases (GPT-2 has them everywhere)")
+    if arch.num_query_groups != arch.num_attention_heads:
+        out.append("grouped-query attention")
+    if arch.num_attention_heads * arch.kv_channels != arch.hidden_size:
+        out.append("kv_channels * heads != hidden_size")
+    if arch.num_experts or arch.qk_layernorm:
+        out.append("experts or qk_layernorm")
+    return out
+
+
+def _gpt2_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return {
+        "n_embd": arch.hidden_size,
+        "n_layer": arch.num_layers,
+        "n_head": arch.num_attention_heads,
+        "n_inner": arch.ffn_hidden_size,
+        "n_positions": arch.max_position_embeddings,
+        "activation_function": "gelu" if arch.activation == "gelu" else "gelu_pytorch_tanh",
+        "layer_norm_epsilon": arch.norm_epsilon,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+    }
+
+
+_GP: Final = "transformer.h.{layer}."
+
+
+def _gpt2_keymap() -> tuple[KeyMap, ...]:
+    maps = [
+        KeyMap("embedding.word_embeddings.weight", ("transformer.wte.weight",)),
+        KeyMap("embedding.position_embeddings.weight", ("transformer.wpe.weight",)),
+        KeyMap(_L + "self_attention.linear_qkv.weight", (_GP + "attn.c_attn.weight",), GPT2_QKV),
+        KeyMap(_L + "self_attention.linear_qkv.bias", (_GP + "attn.c_attn.bias",), GPT2_QKV_BIAS),
+        KeyMap(_L + "self_attention.linear_proj.weight", (_GP + "attn.c_proj.weight",), TRANSPOSE),
+        KeyMap(_L + "self_attention.linear_proj.bias", (_GP + "attn.c_proj.bias",)),
+        KeyMap(_L + "mlp.linear_fc1.weight", (_GP + "mlp.c_fc.weight",), TRANSPOSE),
+        KeyMap(_L + "mlp.linear_fc1.bias", (_GP + "mlp.c_fc.bias",)),
+        KeyMap(_L + "mlp.linear_fc2.weight", (_GP + "mlp.c_proj.weight",), TRANSPOSE),
+        KeyMap(_L + "mlp.linear_fc2.bias", (_GP + "mlp.c_proj.bias",)),
+        KeyMap("output_layer.weight", ("lm_head.weight",)),
+    ]
+    for canon, hf in (("input_layernorm", "ln_1"), ("pre_mlp_layernorm", "ln_2")):
+        for leaf in ("weight", "bias"):
+            maps.append(KeyMap(f"{_L}{canon}.{leaf}", (f"{_GP}{hf}.{leaf}",)))
+    for leaf in ("weight", "bias"):
+        maps.append(KeyMap(f"decoder.final_layernorm.{leaf}", (f"transformer.ln_f.{leaf}",)))
+    return tuple(maps)
+
+
+_SHARED: Final = _LP + "mlp.shared_expert"
+
+FAMILIES: Final[tuple[Family, ...]] = (
+    Family(
+        "llama",
+        "LlamaForCausalLM",
+        "llama",
+        _llama_problems,
+        (*_LLAMA_ENDS, *_attention(_LP), *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj")),
+        _llama_config,
+    ),
+    Family(
+        "mixtral",
+        "MixtralForCausalLM",
+        "mixtral",
+        _mixtral_problems,
+        (
+            *_LLAMA_ENDS,
+            *_attention(_LP),
+            KeyMap(_L + "mlp.router.weight", (_LP + "block_sparse_moe.gate.weight",)),
+            *_gated_mlp(_X, _LP + "block_sparse_moe.experts.{expert}.", "w1", "w3", "w2"),
+        ),
+        _mixtral_config,
+    ),
+    Family(
+        "qwen2_moe",
+        "Qwen2MoeForCausalLM",
+        "qwen2_moe",
+        _qwen2_moe_problems,
+        (
+            *_LLAMA_ENDS,
+            *_attention(_LP),
+            *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj"),
+            KeyMap(_L + "mlp.router.weight", (_LP + "mlp.gate.weight",)),
+            *_gated_mlp(_X, _LP + "mlp.experts.{expert}.", "gate_proj", "up_proj", "down_proj"),
+        ),
+        _qwen2_moe_config,
+        # shared_expert_intermediate_size=0: empty shared expert, adds exactly zero
+        (
+            Extra(_SHARED + ".gate_proj.weight", lambda a: (0, a.hidden_size)),
+            Extra(_SHARED + ".up_proj.weight", lambda a: (0, a.hidden_size)),
+            Extra(_SHARED + ".down_proj.weight", lambda a: (a.hidden_size, 0)),
+            Extra(_SHARED + "_gate.weight", lambda a: (1, a.hidden_size)),
+        ),
+    ),
+    Family("gpt2", "GPT2LMHeadModel", "gpt2", _gpt2_problems, _gpt2_keymap(), _gpt2_config),
+)
+
+
+def family_for_arch(arch: Arch) -> Family:
+    """The first stock class that computes exactly this model, or an error saying why none does."""
+    reasons = []
+    for fam in FAMILIES:
+        problems = fam.problems(arch)
+        if not problems:
+            return fam
+        reasons.append(f"{fam.architecture}: {'; '.join(problems)}")
+    raise UnsupportedModelError(
+        "no stock transformers class computes this model exactly (" + " | ".join(reasons) + ")",
+        fix="convert with a custom modeling class, or train with a supported configuration",
+    )
+
+
+def family_for_config(config: Mapping[str, Any], *, source: Any = None) -> Family:
+    archs = config.get("architectures") or []
+    for fam in FAMILIES:
+        if fam.architecture in archs or config.get("model_type") == fam.model_type:
+            return fam
+    raise UnsupportedModelError(
+        f"architectures {archs} / model_type {config.get('model_type')!r} is not one the converter maps",
+        path=source,
+        key="architectures",
+        fix=f"use one of {', '.join(f.architecture for f in FAMILIES)}",
+    )
+
+
+_DT: Final = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[Family, Arch]:
+    """Read an inference config.json back into the model it describes."""
+    fam = family_for_config(config, source=source)
+
+    def need(name: str) -> Any:
+        if name not in config or config[name] is None:
+            raise LayoutError(f"config has no {name!r}", path=source, key=name)
+        return config[name]
+
+    dtype = _DT.get(str(config.get("dtype") or config.get("torch_dtype") or "float32"), torch.float32)
+    vocab = int(need("vocab_size"))
+    tied = bool(config.get("tie_word_embeddings", True))
+    if fam.name == "gpt2":
+        hidden, heads = int(need("n_embd")), int(need("n_head"))
+        act = str(config.get("activation_function", "gelu_new"))
+        if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+            raise UnsupportedModelError(f"activation_function {act!r}", path=source, key="activation_function")
+        arch = Arch(
+            num_layers=int(need("n_layer")),
+            hidden_size=hidden,
+            ffn_hidden_size=int(config.get("n_inner") or 4 * hidden),
+            num_attention_heads=heads,
+            num_query_groups=heads,
+            kv_channels=hidden // heads,
+            padded_vocab_size=vocab,
+            vocab_size=vocab,
+            normalization="LayerNorm",
+            norm_epsilon=float(config.get("layer_norm_epsilon", 1e-5)),
+            position_embedding_type="learned_absolute",
+            max_position_embeddings=int(need("n_positions")),
+            tied=tied,
+            add_bias_linear=True,
+            activation="gelu" if act == "gelu" else "gelu_tanh",
+            params_dtype=dtype,
+        )
+        return fam, arch
+    hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
+    rope = config.get("rope_parameters") or {}
+    theta = float(rope.get("rope_theta", config.get("rope_theta", 1e6 if fam.name == "mixtral" else 1e4)))
+    layers = int(need("num_hidden_layers"))
+    common: dict[str, Any] = dict(
+        num_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_query_groups=int(config.get("num_key_value_heads") or heads),
+        kv_channels=int(config.get("head_dim") or hidden // heads),
+        padded_vocab_size=vocab,
+        vocab_size=vocab,
+        normalization="RMSNorm",
+        norm_epsilon=float(config.get("rms_norm_eps", 1e-6)),
+        swiglu=True,
+        position_embedding_type="rope",
+        max_position_embeddings=int(need("max_position_embeddings")),
+        rotary_base=theta,
+        tied=tied,
+        activation="silu",
+        params_dtype=dtype,
+    )
+    if fam.name == "llama":
+        bias = bool(config.get("attention_bias", False))
+        if bias != bool(config.get("mlp_bias", False)):
+            raise UnsupportedModelError("attention_bias and mlp_bias differ", path=source, key="mlp_bias")
+        return fam, Arch(ffn_hidden_size=int(need("intermediate_size")), add_bias_linear=bias, **common)
+    if fam.name == "mixtral":
+        moe = int(need("intermediate_size"))
+        return fam, Arch(
+            ffn_hidden_size=moe,
+            add_bias_linear=False,
+            num_experts=int(need("num_local_experts")),
+            moe_router_topk=int(need("num_experts_per_tok")),
+            moe_ffn_hidden_size=moe,
+            moe_layers=(True,) * layers,
+            **common,
+        )
+    # qwen2_moe
+    if int(config.get("shared_expert_intermediate_size", 0) or 0):
+        raise UnsupportedModelError(
+            "shared experts have no Megatron counterpart here", path=source, key="shared_expert_intermediate_size"
+        )
+    if not config.get("norm_topk_prob", False):
+        raise UnsupportedModelError("norm_topk_prob=false routing", path=source, key="norm_topk_prob")
+    dense = set(config.get("mlp_only_layers") or [])
+    step = int(config.get("decoder_sparse_step", 1))
+    pattern = tuple(i not in dense and (i + 1) % step == 0 for i in range(layers))
+    return fam, Arch(
+        ffn_hidden_size=int(need("intermediate_size")),
+        add_bias_linear=False,
+        add_qkv_bias=bool(config.get("qkv_bias", True)),
+        num_experts=int(need("num_experts")),
+        moe_router_topk=int(need("num_experts_per_tok")),
+        moe_ffn_hidden_size=int(need("moe_intermediate_size")),
+        moe_layers=pattern,
+        **common,
+    )

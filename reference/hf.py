@@ -1,0 +1,256 @@
+"""Hugging Face checkpoints: write a merged model as stock-transformers safetensors, read one back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from ._fs import atomic_dir
+from ._pages import FileMappings
+from .arch import Arch, Layout
+from .errors import LayoutError, MalformedFileError, ShardMismatchError, UnsupportedModelError
+from .families import Family, arch_from_config, family_for_arch
+from .layout import read_json
+from .rows import Rows
+from .safetensors_io import SafetensorsFile, header_for, write_rows
+from .spec import canonical_keys, rule_for
+
+__all__ = ["Source", "HFSource", "write_hf", "INDEX", "SINGLE"]
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+
+
+class Source(Protocol):
+    """Anything that yields canonical parameters: a Megatron checkpoint or a HF directory."""
+
+    arch: Arch
+    layout: Layout
+    path: Path
+
+    def keys(self) -> list[str]: ...
+
+    def get(self, key: str, *, meta: bool = False) -> Rows: ...
+
+    def release(self, rows: Rows) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One canonical parameter and the Hub tensors made from it."""
+
+    canonical: str | None  # None for a family's constant extras
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        total = 0
+        for shape in self.shapes:
+            n = self.dtype.itemsize
+            for s in shape:
+                n *= s
+            total += n
+        return total
+
+
+def _plan(src: Source, family: Family) -> list[_Unit]:
+    units: list[_Unit] = []
+    dtype = None
+    last_layer = -1
+    for key in src.keys():
+        rule, layer, expert = rule_for(key)
+        km, _, _ = family.map_for(key)
+        meta = src.get(key, meta=True)
+        dtype = dtype or meta.dtype
+        parts = km.codec.to_hf(src.arch, meta)
+        units.append(_Unit(key, km.hf_keys(layer, expert), tuple(p.shape for p in parts), meta.dtype))
+        if layer is not None and layer != last_layer:
+            last_layer = layer
+            if src.arch.is_moe_layer(layer):
+                for extra in family.extras:
+                    units.append(_Unit(None, (extra.hf.replace("{layer}", str(layer)),), (extra.shape(src.arch),),
+                                       meta.dtype))
+    return units
+
+
+def _shards(units: list[_Unit], max_shard: int) -> list[list[_Unit]]:
+    shards: list[list[_Unit]] = [[]]
+    size = 0
+    for u in units:
+        if shards[-1] and size + u.nbytes > max_shard:
+            shards.append([])
+            size = 0
+        shards[-1].append(u)
+        size += u.nbytes
+    return shards
+
+
+def write_hf(
+    src: Source,
+    dst: Path,
+    *,
+    max_shard_size: int = 5 * 10**9,
+    overwrite: bool = False,
+    fsync: bool = True,
+    extra_files: dict[str, bytes] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Write ``src`` as a Hugging Face directory at ``dst``, streaming one parameter at a time.
+
+    Returns the config.json written. The directory appears only once complete.
+    """
+    family = family_for_arch(src.arch)
+    units = _plan(src, family)
+    dtype = units[0].dtype
+    config = family.hf_config(src.arch, dtype)
+    shards = _shards(units, max_shard_size)
+    names = (
+        [SINGLE]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
+    with atomic_dir(dst, overwrite=overwrite, fsync=fsync) as tmp:
+        weight_map: dict[str, str] = {}
+        for fname, shard in zip(names, shards):
+            entries = [(n, s, u.dtype) for u in shard for n, s in zip(u.names, u.shapes)]
+            with (tmp / fname).open("wb") as f:
+                f.write(header_for(entries, {"format": "pt"}))
+                for u in shard:
+                    for name, rows in zip(u.names, _produce(src, family, u)):
+                        if rows.shape != u.shapes[u.names.index(name)] or rows.dtype != u.dtype:
+                            raise ShardMismatchError(
+                                f"produced {rows.shape} {rows.dtype}, planned {u.shapes} {u.dtype}", key=name
+                            )
+                        n = write_rows(f, rows)
+                        src.release(rows)
+                        if progress:
+                            progress(n)
+                    weight_map.update({n: fname for n in u.names})
+        if len(shards) > 1:
+            index = {
+                "metadata": {"total_size": sum(u.nbytes for u in units)},
+                "weight_map": dict(sorted(weight_map.items())),
+            }
+            (tmp / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
+    return config
+
+
+def _produce(src: Source, family: Family, unit: _Unit) -> Iterator[Rows]:
+    if unit.canonical is None:
+        yield Rows.of(torch.zeros(unit.shapes[0], dtype=unit.dtype))
+        return
+    km, _, _ = family.map_for(unit.canonical)
+    yield from km.codec.to_hf(src.arch, src.get(unit.canonical))
+
+
+class HFSource:
+    """A Hugging Face directory (config.json + safetensors) as canonical parameters."""
+
+    format = "hf"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            raise LayoutError("no config.json", path=path, fix="pass a Hugging Face model directory")
+        self.config = read_json(cfg_path)
+        if not isinstance(self.config, dict):
+            raise MalformedFileError("config.json is not an object", path=cfg_path)
+        self.family, self.arch = arch_from_config(self.config, source=cfg_path)
+        self.layout = Layout()
+        self.pages = FileMappings()
+        self._files: dict[str, SafetensorsFile] = {}
+        self._where: dict[str, SafetensorsFile] = {}
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            data = read_json(index)
+            weight_map = data.get("weight_map") if isinstance(data, dict) else None
+            if not isinstance(weight_map, dict):
+                raise MalformedFileError("no weight_map", path=index, key="weight_map")
+            for fname in sorted(set(weight_map.values())):
+                if "/" in fname or fname.startswith("."):
+                    raise MalformedFileError(f"shard name {fname!r} leaves the directory", path=index)
+                self._open(path / fname)
+            for key, fname in weight_map.items():
+                if key not in self._files[fname]:
+                    raise MalformedFileError(f"index names {fname} but the tensor is not there", path=index, key=key)
+        elif (path / SINGLE).is_file():
+            self._open(path / SINGLE)
+        else:
+            raise LayoutError("no model.safetensors or index", path=path, fix="pass a safetensors checkpoint")
+        self._check_tensors()
+
+    def _open(self, file: Path) -> None:
+        if not file.is_file():
+            raise LayoutError("shard named by the index is missing", path=file)
+        st = SafetensorsFile(file, self.pages)
+        self._files[file.name] = st
+        for key in st.keys():
+            if key in self._where:
+                raise MalformedFileError("tensor appears in two shards", path=file, key=key)
+            self._where[key] = st
+
+    def _check_tensors(self) -> None:
+        expected: dict[str, str] = {}
+        for key in canonical_keys(self.arch):
+            rule, layer, expert = rule_for(key)
+            km, _, _ = self.family.map_for(key)
+            for name in km.hf_keys(layer, expert):
+                expected[name] = key
+        extras = {
+            e.hf.replace("{layer}", str(layer))
+            for layer in range(self.arch.num_layers)
+            if self.arch.is_moe_layer(layer)
+            for e in self.family.extras
+        }
+        present = set(self._where)
+        missing = sorted(set(expected) - present)
+        unexpected = sorted(present - set(expected) - extras)
+        if missing or unexpected:
+            raise LayoutError(
+                "tensors do not match config.json: "
+                + (f"missing {', '.join(missing[:6])} " if missing else "")
+                + (f"unexpected {', '.join(unexpected[:6])}" if unexpected else ""),
+                path=self.path,
+                fix="the config and the weights must describe the same model",
+            )
+        for name in sorted(extras & present):
+            t = self._where[name].tensor(name)
+            if t.numel() and bool(t.any()):
+                raise UnsupportedModelError(
+                    "this tensor must be zero to have a Megatron counterpart", path=self._where[name].path, key=name
+                )
+
+    def keys(self) -> list[str]:
+        return canonical_keys(self.arch)
+
+    def hf_tensor(self, name: str) -> torch.Tensor:
+        return self._where[name].tensor(name)
+
+    def get(self, key: str, *, meta: bool = False) -> Rows:
+        rule, layer, expert = rule_for(key)
+        km, _, _ = self.family.map_for(key)
+        parts = []
+        for name in km.hf_keys(layer, expert):
+            t = self.hf_tensor(name)
+            parts.append(Rows.of(t.to("meta") if meta else t))
+        return km.codec.from_hf(self.arch, tuple(parts))
+
+    def release(self, rows: Rows) -> None:
+        for p in rows.pieces:
+            self.pages.release(p)
+
+    def describe(self) -> dict[str, Any]:
+        return {"format": "hf", "architecture": self.family.architecture, "files": sorted(self._files)}

@@ -1,0 +1,349 @@
+"""Read a Megatron checkpoint in the ``torch`` format: one ``model_optim_rng.pt`` per rank.
+
+Every rank file is opened lazily (mmap), only its ``model`` entries are ever touched, and each
+canonical parameter is assembled from its shards on request, so memory holds one parameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import logging
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._pages import FileMappings
+from ._safeload import LoadedPickle, Opaque, load_pt
+from .arch import Arch, Layout, arch_from_args, layout_from_args
+from .errors import LayoutError, MalformedFileError, ShardMismatchError
+from .layout import RANK_FILE, CheckpointDir, find_checkpoint, interpret_rank_dirs, read_json
+from .rows import Rows
+from .spec import (
+    IGNORED_SUFFIXES,
+    Scope,
+    Split,
+    canonical_keys,
+    expected_shape,
+    format_key,
+    match_local,
+    rule_for,
+)
+from .tp import merge_tp
+
+__all__ = ["MegatronSource", "flatten_state", "resolve_args"]
+
+log = logging.getLogger(__name__)
+
+
+def flatten_state(obj: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Legacy Megatron nests its state dict (language_model -> encoder -> 'layers.0...'); flatten it."""
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from flatten_state(value, name + ".")
+        else:
+            yield name, value
+
+
+def _namespace_dict(args: Any) -> dict[str, Any] | None:
+    if isinstance(args, argparse.Namespace):
+        return vars(args)
+    if isinstance(args, Mapping):
+        return dict(args)
+    return None
+
+
+def resolve_args(
+    loaded: LoadedPickle | None, pt_path: Path | None, arguments_json: Path | None
+) -> tuple[dict[str, Any], Path]:
+    """Hyperparameters from ``args`` in the rank file, else from ``arguments.json``.
+
+    ``args`` holding a class outside the allow-list (a Megatron enum...) is set aside in favour
+    of ``arguments.json``, with a warning; with neither usable this fails naming what blocked it.
+    """
+    blocked = ""
+    if loaded is not None and pt_path is not None:
+        raw = _namespace_dict(loaded.obj.get("args")) if isinstance(loaded.obj, Mapping) else None
+        opaque = sorted(k for k, v in (raw or {}).items() if isinstance(v, Opaque))
+        if raw is not None and not opaque:
+            return raw, pt_path
+        if raw is None:
+            blocked = f"'args' in {pt_path} is missing or not a Namespace/dict"
+        else:
+            blocked = (
+                f"'args' in {pt_path} holds types outside the allow-list "
+                f"({', '.join(loaded.stand_ins)}) in {', '.join(opaque)}"
+            )
+    if arguments_json is not None:
+        if blocked:
+            log.warning("%s; using %s instead", blocked, arguments_json)
+        data = read_json(arguments_json)
+        if not isinstance(data, Mapping):
+            raise MalformedFileError("arguments.json is not an object", path=arguments_json)
+        return dict(data), arguments_json
+    raise LayoutError(
+        (blocked or "no training arguments found") + " and there is no arguments.json",
+        path=pt_path,
+        key="args",
+        fix="save arguments.json beside the shards (Megatron's --save writes it) with the model's hyperparameters",
+    )
+
+
+@dataclass(frozen=True)
+class _Piece:
+    tp: int
+    pp: int
+    ep: int
+    tensor: torch.Tensor
+    file: Path
+    local_key: str
+
+
+class MegatronSource:
+    """A Megatron ``torch``-format checkpoint as canonical parameters.
+
+    Example:
+        >>> src = MegatronSource.open(Path("ckpt"))            # doctest: +SKIP
+        >>> src.get("decoder.layers.0.self_attention.linear_qkv.weight").shape  # doctest: +SKIP
+    """
+
+    format = "torch"
+
+    def __init__(self, ckpt: CheckpointDir, arch: Arch, layout: Layout, args: dict[str, Any], args_file: Path):
+        self.ckpt = ckpt
+        self.path = ckpt.iter_dir
+        self.arch = arch
+        self.layout = layout
+        self.args = args
+        self.args_file = args_file
+        self.iteration = ckpt.iteration
+        self.checkpoint_version: float | None = None
+        self.dialects: set[str] = set()
+        self.pages = FileMappings()
+        self._index: dict[str, list[_Piece]] = defaultdict(list)
+
+    @classmethod
+    def open(cls, path: Path, *, vocab_size: int | None = None) -> MegatronSource:
+        ckpt = find_checkpoint(path)
+        if ckpt.format != "torch":
+            raise LayoutError("a torch_dist checkpoint; open it with TorchDistSource", path=ckpt.iter_dir)
+        first = min(ckpt.rank_dirs.items(), key=lambda kv: tuple(abs(n) for n in kv[0]))[1] / RANK_FILE
+        loaded = load_pt(first) if first.is_file() else None
+        raw, args_file = resolve_args(loaded, first if loaded else None, ckpt.arguments_json)
+        layout = layout_from_args(raw, source=args_file)
+        arch = arch_from_args(raw, source=args_file, vocab_size=vocab_size)
+        src = cls(ckpt, arch, layout, raw, args_file)
+        ranks = interpret_rank_dirs(ckpt, layout)
+        src._index_ranks(ranks, first, loaded)
+        return src
+
+    # -- indexing ---------------------------------------------------------------------------
+
+    def _index_ranks(
+        self, ranks: dict[tuple[int, int, int], Path], first: Path, first_loaded: LoadedPickle | None
+    ) -> None:
+        layer_counts: dict[tuple[int, int], set[int]] = defaultdict(set)  # (chunk, pp) -> local layers
+        staged: list[tuple[tuple[int, int, int], int, Path, list[tuple[str, Any]]]] = []
+        for (tp, pp, ep), d in sorted(ranks.items()):
+            file = d / RANK_FILE
+            loaded = first_loaded if file == first and first_loaded is not None else load_pt(file)
+            self.pages.register_file(file)
+            state = loaded.obj
+            if not isinstance(state, Mapping):
+                raise MalformedFileError("not a Megatron checkpoint dict", path=file)
+            if self.checkpoint_version is None:
+                self.checkpoint_version = state.get("checkpoint_version")
+            chunks = self._model_chunks(state, file)
+            for chunk, model in enumerate(chunks):
+                items = [(k, v) for k, v in flatten_state(model) if not k.endswith(IGNORED_SUFFIXES)]
+                for key, _ in items:
+                    m = match_local(key)
+                    if m is not None and m.layer is not None and (tp, ep) == (0, 0):
+                        layer_counts[(chunk, pp)].add(m.layer)
+                staged.append(((tp, pp, ep), chunk, file, items))
+        version = self.checkpoint_version
+        if version is not None and float(version) < 2.0:
+            raise LayoutError(
+                f"checkpoint_version {version} stores fused QKV in a pre-2.0 order",
+                path=first,
+                key="checkpoint_version",
+                fix="re-save with Megatron >= 2.0 (checkpoint_version 2.0 or newer)",
+            )
+        offsets = self._layer_offsets(layer_counts, first)
+        n_local_experts = self.arch.num_experts // self.layout.ep if self.arch.num_experts else 0
+        for (tp, pp, ep), chunk, file, items in staged:
+            for key, value in items:
+                if value is None or isinstance(value, (io.BytesIO, Opaque)):
+                    continue
+                m = match_local(key)
+                if m is None:
+                    raise LayoutError(
+                        "unknown key (not a GPT parameter in megatron-core, Transformer Engine or legacy naming)",
+                        path=file,
+                        key=key,
+                        fix="remove it, or convert the model with the tool that wrote it",
+                    )
+                if not isinstance(value, torch.Tensor):
+                    raise MalformedFileError(f"value is {type(value).__name__}, not a tensor", path=file, key=key)
+                self.dialects.add(m.alias.dialect)
+                layer = None if m.layer is None else offsets[(chunk, pp)] + m.layer
+                expert = None if m.expert is None else ep * n_local_experts + m.expert
+                canonical = m.canonical(layer, expert)
+                self._index[canonical].append(_Piece(tp, pp, ep, value, file, key))
+        self._check_keys()
+
+    def _model_chunks(self, state: Mapping[str, Any], file: Path) -> list[Mapping[str, Any]]:
+        if "model" in state:
+            return [state["model"]]
+        chunks = []
+        while f"model{len(chunks)}" in state:
+            chunks.append(state[f"model{len(chunks)}"])
+        if not chunks:
+            raise LayoutError("no 'model' entry", path=file, key="model", fix="pass a Megatron training checkpoint")
+        return chunks
+
+    def _layer_offsets(self, counts: dict[tuple[int, int], set[int]], file: Path) -> dict[tuple[int, int], int]:
+        # virtual pipeline: chunk v of stage p holds the (v * PP + p)-th block of layers
+        offsets, total = {}, 0
+        for chunk, pp in sorted(counts, key=lambda cp: (cp[0], cp[1])):
+            local = counts[(chunk, pp)]
+            if local != set(range(len(local))):
+                raise LayoutError(
+                    f"pipeline stage {pp} (chunk {chunk}) has layers {sorted(local)}, expected 0..{len(local) - 1}",
+                    path=file,
+                    fix="layer indices are local to each stage and must be contiguous",
+                )
+            offsets[(chunk, pp)] = total
+            total += len(local)
+        if total != self.arch.num_layers:
+            raise LayoutError(
+                f"the shards hold {total} layers but num_layers is {self.arch.num_layers}",
+                path=self.args_file,
+                key="num_layers",
+                fix="check that every pipeline stage is present and the args belong to this checkpoint",
+            )
+        return offsets
+
+    def _check_keys(self) -> None:
+        expected = set(canonical_keys(self.arch))
+        present = set(self._index)
+        head = "output_layer.weight"
+        if self.arch.tied and head in present:
+            present.discard(head)  # the last stage's copy of the tied embedding, checked in get()
+        missing = sorted(expected - present)
+        unexpected = sorted(present - expected)
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing[:6])}" + (" ..." if len(missing) > 6 else ""))
+            if unexpected:
+                where = self._index[unexpected[0]][0]
+                parts.append(
+                    f"unexpected {', '.join(unexpected[:6])}" + (" ..." if len(unexpected) > 6 else "")
+                    + f" (first in {where.file})"
+                )
+            raise LayoutError(
+                "the shards do not match the recorded arguments: " + "; ".join(parts),
+                path=self.args_file,
+                fix="check add_bias_linear, normalization, swiglu, num_experts, moe_layer_freq and "
+                "untie_embeddings_and_output_weights against the checkpoint",
+            )
+
+    # -- access -----------------------------------------------------------------------------
+
+    def keys(self) -> list[str]:
+        return canonical_keys(self.arch)
+
+    def shard_keys(self) -> list[tuple[str, str, tuple[int, ...], str]]:
+        """(canonical key, split rule, per-rank shape, first local key) for ``inspect``."""
+        out = []
+        for key in self.keys():
+            piece = self._index[key][0]
+            rule, _, _ = rule_for(key)
+            out.append((key, rule.split.value + ("/" + rule.fused.value if rule.fused.value != "none" else ""),
+                        tuple(piece.tensor.shape), piece.local_key))
+        return out
+
+    def get(self, key: str, *, meta: bool = False) -> Rows:
+        """The full parameter ``key`` (vocabulary stripped to the true size when known)."""
+        merged = self._assemble(key, meta=meta)
+        if key == "embedding.word_embeddings.weight" and self.arch.tied and not meta:
+            self._check_tied_head(merged)
+        return merged
+
+    def _assemble(self, key: str, *, meta: bool) -> Rows:
+        rule, _, _ = rule_for(key)
+        pieces = self._index[key]
+        total = expected_shape(rule, self.arch)
+        conv = (lambda t: Rows.of(t.to("meta"))) if meta else Rows.of
+        expert_tp = self.layout.expert_tp if rule.scope is Scope.EXPERT else self.layout.tp
+        by_ep: dict[int, list[_Piece]] = defaultdict(list)
+        for p in sorted(pieces, key=lambda p: (p.ep, p.tp)):
+            by_ep[p.ep].append(p)
+        merged: Rows | None = None
+        for ep, group in sorted(by_ep.items()):
+            names = [f"{p.file}:{p.local_key}" for p in group]
+            shards = [conv(p.tensor) for p in group]
+            split_rule = rule
+            if expert_tp == 1 and rule.scope is Scope.EXPERT and len(shards) > 1:
+                split_rule = dataclasses.replace(rule, split=Split.REPLICATED)
+            rows = merge_tp(split_rule, self.arch, shards, total=total[0], names=names, key=key, verify=not meta)
+            if merged is None:
+                merged = rows
+            elif not meta and not merged.equal(rows):
+                raise ShardMismatchError(
+                    f"replicated over expert-parallel ranks but EP rank {ep} differs from EP rank 0",
+                    path=group[0].file,
+                    key=group[0].local_key,
+                    fix="non-expert parameters must be identical on every EP rank",
+                )
+            if not meta and ep > 0:
+                for s in shards:
+                    self.release(s)
+        if merged is None:
+            raise LayoutError("no shard holds this parameter", path=self.path, key=key)
+        if merged.shape != total:
+            raise ShardMismatchError(
+                f"merged shape {merged.shape} contradicts the args, which give {total}",
+                path=pieces[0].file,
+                key=pieces[0].local_key,
+                fix="check the recorded hyperparameters against the checkpoint",
+            )
+        if rule.split is Split.VOCAB and self.arch.vocab_size is not None:
+            merged = merged.slice(0, self.arch.vocab_size)
+        return merged
+
+    def _check_tied_head(self, embedding: Rows) -> None:
+        head = "output_layer.weight"
+        if head not in self._index:
+            return
+        rows = self._assemble(head, meta=False)
+        if not rows.equal(embedding):
+            where = self._index[head][0]
+            raise ShardMismatchError(
+                "the last stage's copy of the tied embedding differs from the first stage's embedding",
+                path=where.file,
+                key=where.local_key,
+                fix="re-sync the tied embedding and output layer before saving",
+            )
+        self.release(rows)
+
+    def release(self, rows: Rows) -> None:
+        for p in rows.pieces:
+            self.pages.release(p)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "dialects": sorted(self.dialects),
+            "iteration": "release" if self.iteration is None else self.iteration,
+            "checkpoint_version": self.checkpoint_version,
+            "layout": self.layout.describe(),
+            "args_from": str(self.args_file),
+        }

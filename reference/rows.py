@@ -1,0 +1,116 @@
+"""Tensors as lists of row blocks, so that merging and splitting never copy what they can slice.
+
+A merged column-parallel weight is its shards one after another; a SwiGLU ``fc1`` is slices of
+every shard; a fused QKV is per-group slices. All of these are row (dim 0) blocks of
+memory-mapped shard tensors, so the writer can stream their bytes straight to disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Rows"]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A tensor of ``shape`` whose bytes are the bytes of ``pieces``, in order.
+
+    Every piece has the trailing shape ``shape[1:]`` and the same dtype; pieces are dim-0
+    blocks (views into shard files where possible).
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    pieces: tuple[torch.Tensor, ...]
+
+    @staticmethod
+    def of(tensor: torch.Tensor) -> Rows:
+        if tensor.dim() == 0:
+            tensor = tensor.reshape(1)
+        return Rows(tuple(tensor.shape), tensor.dtype, (tensor,))
+
+    @staticmethod
+    def cat(parts: Sequence[Rows]) -> Rows:
+        first = parts[0]
+        for p in parts[1:]:
+            if p.shape[1:] != first.shape[1:] or p.dtype != first.dtype:
+                raise ValueError(f"cannot stack {p.shape}/{p.dtype} under {first.shape}/{first.dtype}")
+        rows = sum(p.shape[0] for p in parts)
+        return Rows((rows, *first.shape[1:]), first.dtype, tuple(x for p in parts for x in p.pieces))
+
+    @staticmethod
+    def zeros(rows: int, like: Rows) -> Rows:
+        device = like.pieces[0].device if like.pieces else torch.device("cpu")
+        return Rows.of(torch.zeros((rows, *like.shape[1:]), dtype=like.dtype, device=device))
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n * self.dtype.itemsize
+
+    @property
+    def is_meta(self) -> bool:
+        return any(p.is_meta for p in self.pieces)
+
+    def slice(self, start: int, stop: int) -> Rows:
+        """Rows ``start:stop``, still as views."""
+        if not 0 <= start <= stop <= self.rows:
+            raise IndexError(f"rows {start}:{stop} outside {self.rows}")
+        out: list[torch.Tensor] = []
+        offset = 0
+        for p in self.pieces:
+            n = p.shape[0]
+            lo, hi = max(start - offset, 0), min(stop - offset, n)
+            if lo < hi:
+                out.append(p if (lo, hi) == (0, n) else p[lo:hi])
+            offset += n
+            if offset >= stop:
+                break
+        return Rows((stop - start, *self.shape[1:]), self.dtype, tuple(out))
+
+    def blocks(self, sizes: Sequence[int]) -> list[Rows]:
+        """Consecutive row blocks of the given sizes, which must add up to ``rows``."""
+        if sum(sizes) != self.rows:
+            raise ValueError(f"block sizes {list(sizes)} do not add up to {self.rows} rows")
+        out, start = [], 0
+        for n in sizes:
+            out.append(self.slice(start, start + n))
+            start += n
+        return out
+
+    def tensor(self) -> torch.Tensor:
+        """The tensor itself (copies when there is more than one piece)."""
+        if len(self.pieces) == 1:
+            t = self.pieces[0]
+        elif not self.pieces:
+            t = torch.empty(self.shape, dtype=self.dtype)
+        else:
+            t = torch.cat(self.pieces, dim=0)
+        return t.reshape(self.shape)
+
+    def meta(self) -> Rows:
+        """The same shape and dtype, no data: for planning without reading."""
+        return Rows(self.shape, self.dtype, tuple(p.to("meta") for p in self.pieces))
+
+    def byte_chunks(self) -> Iterator[memoryview]:
+        """The bytes of the tensor, piece by piece, without concatenating."""
+        for p in self.pieces:
+            if p.numel() == 0:
+                continue
+            flat = p.contiguous().reshape(-1).view(torch.uint8)
+            yield memoryview(flat.numpy()).cast("B")
+
+    def equal(self, other: Rows) -> bool:
+        return self.shape == other.shape and self.dtype == other.dtype and torch.equal(
+            self.tensor(), other.tensor()
+        )

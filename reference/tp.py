@@ -1,0 +1,148 @@
+"""Which rows of a canonical parameter each tensor-parallel rank holds, derived from its rule.
+
+One function, :func:`rank_ranges`, states the layout; merging is its inverse and splitting is
+its direct use, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .arch import Arch
+from .errors import LayoutError, ShardMismatchError
+from .rows import Rows
+from .spec import Fused, ParamRule, Split
+
+__all__ = ["rank_ranges", "merge_tp", "split_tp"]
+
+
+def _even(total: int, tp: int, rank: int, what: str) -> tuple[int, int]:
+    if total % tp:
+        raise LayoutError(f"{what}: {total} rows do not split evenly over TP={tp}")
+    n = total // tp
+    return rank * n, (rank + 1) * n
+
+
+def rank_ranges(rule: ParamRule, arch: Arch, total: int, tp: int, rank: int) -> list[tuple[int, int]]:
+    """Canonical dim-0 row ranges held by ``rank``, in the order the rank stores them.
+
+    Only for COLUMN and VOCAB rules; ``total`` is the full (padded) row count.
+    """
+    if rule.fused is Fused.GATED and arch.swiglu:
+        half = total // 2
+        lo, hi = _even(half, tp, rank, rule.template)
+        # every rank: [gate_r; up_r]
+        return [(lo, hi), (half + lo, half + hi)]
+    if rule.fused is Fused.QKV:
+        return _qkv_ranges(arch, tp, rank, per_head=total // arch.qkv_rows * arch.kv_channels)
+    return [_even(total, tp, rank, rule.template)]
+
+
+def _qkv_ranges(arch: Arch, tp: int, rank: int, per_head: int) -> list[tuple[int, int]]:
+    groups, qpg = arch.num_query_groups, arch.heads_per_group
+    group_rows = (qpg + 2) * per_head
+    if groups % tp == 0:
+        local = groups // tp
+        return [(rank * local * group_rows, (rank + 1) * local * group_rows)]
+    if tp % groups == 0 and qpg % (tp // groups) == 0:
+        # fewer groups than ranks: each group's K/V is replicated on tp/groups ranks,
+        # and those ranks share its query heads: [q_slice_r, k_g, v_g]
+        share = tp // groups
+        group, j = divmod(rank, share)
+        q = qpg // share * per_head
+        base = group * group_rows
+        return [(base + j * q, base + (j + 1) * q), (base + qpg * per_head, base + group_rows)]
+    raise LayoutError(
+        f"{arch.num_attention_heads} heads in {groups} query groups cannot be split over TP={tp}",
+        key="num_query_groups",
+        fix="use a TP size that divides the query groups, or a multiple of them that divides the heads",
+    )
+
+
+def merge_tp(
+    rule: ParamRule,
+    arch: Arch,
+    shards: Sequence[Rows],
+    *,
+    total: int,
+    names: Sequence[str],
+    key: str,
+    verify: bool = True,
+) -> Rows:
+    """Reassemble a canonical parameter from its TP shards (``names`` label them in errors)."""
+    tp = len(shards)
+    if rule.split is Split.REPLICATED or tp == 1:
+        if verify:
+            _check_replicas(shards, names, key)
+        return shards[0]
+    if rule.split is Split.ROW:
+        tensors = [s.tensor() for s in shards]
+        return Rows.of(torch.cat(tensors, dim=1))
+    segments: list[tuple[int, int, int, int]] = []  # canonical start, stop, rank, local start
+    for rank, shard in enumerate(shards):
+        local = 0
+        ranges = rank_ranges(rule, arch, total, tp, rank)
+        expected = sum(b - a for a, b in ranges)
+        if shard.rows != expected:
+            raise ShardMismatchError(
+                f"{names[rank]} holds {shard.rows} rows, expected {expected} of {total} at TP={tp}",
+                key=key,
+                fix="check the recorded hidden/ffn/head/vocab sizes against the shards",
+            )
+        for a, b in ranges:
+            segments.append((a, b, rank, local))
+            local += b - a
+    segments.sort()
+    pieces: list[Rows] = []
+    covered = 0
+    for a, b, rank, local in segments:
+        piece = shards[rank].slice(local, local + b - a)
+        if a < covered:  # a replica of rows already taken (K/V shared by several ranks)
+            if verify:
+                first = next(
+                    (r, l) for (a2, b2, r, l) in segments if (a2, b2) == (a, b) and r != rank
+                )
+                if not shards[first[0]].slice(first[1], first[1] + b - a).equal(piece):
+                    raise ShardMismatchError(
+                        f"rows {a}:{b} are replicated on {names[first[0]]} and {names[rank]} but differ",
+                        key=key,
+                        fix="every rank sharing a query group must hold the same K/V",
+                    )
+            continue
+        if a != covered:
+            raise ShardMismatchError(f"rows {covered}:{a} are held by no rank", key=key)
+        pieces.append(piece)
+        covered = b
+    return Rows.cat(pieces)
+
+
+def split_tp(rule: ParamRule, arch: Arch, full: Rows, *, tp: int, rank: int) -> Rows:
+    """The shard of a canonical parameter that TP rank ``rank`` holds."""
+    if rule.split is Split.REPLICATED or tp == 1:
+        return full
+    if rule.split is Split.ROW:
+        t = full.tensor()
+        lo, hi = _even(t.shape[1], tp, rank, rule.template)
+        return Rows.of(t[:, lo:hi].contiguous())
+    return Rows.cat([full.slice(a, b) for a, b in rank_ranges(rule, arch, full.rows, tp, rank)])
+
+
+def _check_replicas(shards: Sequence[Rows], names: Sequence[str], key: str) -> None:
+    first = shards[0]
+    for name, other in zip(names[1:], shards[1:]):
+        if other.shape != first.shape or other.dtype != first.dtype:
+            raise ShardMismatchError(
+                f"replicated tensor is {tuple(other.shape)} {other.dtype} on {name} "
+                f"but {tuple(first.shape)} {first.dtype} on {names[0]}",
+                key=key,
+                fix="replicated parameters must be identical on every rank",
+            )
+        if not other.is_meta and not other.equal(first):
+            diff = (other.tensor().float() - first.tensor().float()).abs().max().item()
+            raise ShardMismatchError(
+                f"replicated tensor differs between {names[0]} and {name} (max abs diff {diff:.3g})",
+                key=key,
+                fix="replicated parameters must be identical on every rank; re-save from a consistent run",
+            )
