@@ -117,7 +117,7 @@ def _inspect(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     if args.json:
         out(json.dumps(info, indent=2, default=str))
         return
-    for k in ("source", "format", "layout", "iteration", "checkpoint_version", "dialects", "args_from"):
+    for k in ("source", "format", "architecture", "layout", "iteration", "checkpoint_version", "dialects", "args_from"):
         if k in info:
             out(f"{k + ':':<20}{info[k]}")
     out("hyperparameters:")

@@ -120,12 +120,12 @@ def write_hf(
     )
     with atomic_dir(dst, overwrite=overwrite, fsync=fsync) as tmp:
         weight_map: dict[str, str] = {}
-        for fname, shard in zip(names, shards):
-            entries = [(n, s, u.dtype) for u in shard for n, s in zip(u.names, u.shapes)]
+        for fname, shard in zip(names, shards, strict=True):
+            entries = [(n, s, u.dtype) for u in shard for n, s in zip(u.names, u.shapes, strict=True)]
             with (tmp / fname).open("wb") as f:
                 f.write(header_for(entries, {"format": "pt"}))
                 for u in shard:
-                    for name, rows in zip(u.names, _produce(src, family, u)):
+                    for name, rows in zip(u.names, _produce(src, family, u), strict=True):
                         if rows.shape != u.shapes[u.names.index(name)] or rows.dtype != u.dtype:
                             raise ShardMismatchError(
                                 f"produced {rows.shape} {rows.dtype}, planned {u.shapes} {u.dtype}", key=name

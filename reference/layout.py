@@ -182,7 +182,7 @@ def interpret_rank_dirs(ckpt: CheckpointDir, layout: Layout) -> dict[tuple[int, 
             path=ckpt.iter_dir,
             fix="remove ranks that do not belong to this run, or correct the recorded parallel sizes",
         )
-    for rank, d in ranks.items():
+    for d in ranks.values():
         if not (d / RANK_FILE).is_file():
             raise LayoutError(f"missing {RANK_FILE}", path=d, fix="copy every rank of the checkpoint")
     return ranks

@@ -30,7 +30,6 @@ from .spec import (
     Split,
     canonical_keys,
     expected_shape,
-    format_key,
     match_local,
     rule_for,
 )
@@ -293,7 +292,7 @@ class MegatronSource:
             split_rule = rule
             if expert_tp == 1 and rule.scope is Scope.EXPERT and len(shards) > 1:
                 split_rule = dataclasses.replace(rule, split=Split.REPLICATED)
-            rows = merge_tp(split_rule, self.arch, shards, total=total[0], names=names, key=key, verify=not meta)
+            rows = merge_tp(split_rule, self.arch, shards, full=total, names=names, key=key, verify=not meta)
             if merged is None:
                 merged = rows
             elif not meta and not merged.equal(rows):

@@ -16,7 +16,7 @@ from typing import Any, Final
 import torch
 
 from ._fs import atomic_dir
-from .arch import Arch, Layout, padded_vocab_size
+from .arch import Arch, Layout
 from .errors import LayoutError, UnsupportedModelError
 from .hf import Source
 from .layout import RANK_FILE, TRACKER, rank_dir_name

@@ -51,12 +51,9 @@ def parse_size(text: str) -> int:
     units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9,
              "TB": 10**12, "B": 1}
     t = text.strip().upper()
-    for unit, factor in units.items():
-        if t.endswith(unit):
-            number = t[: -len(unit)].strip()
-            break
-    else:
-        number, factor = t, 1
+    unit = next((u for u in units if t.endswith(u)), "B")
+    number = t[: -len(unit)].strip() if t.endswith(unit) else t
+    factor = units[unit]
     try:
         value = float(number)
     except ValueError:

@@ -15,7 +15,7 @@ from .errors import LayoutError, ShardMismatchError
 from .rows import Rows
 from .spec import Fused, ParamRule, Split
 
-__all__ = ["rank_ranges", "merge_tp", "split_tp"]
+__all__ = ["rank_ranges", "rank_shape", "merge_tp", "split_tp"]
 
 
 def _even(total: int, tp: int, rank: int, what: str) -> tuple[int, int]:
@@ -61,18 +61,37 @@ def _qkv_ranges(arch: Arch, tp: int, rank: int, per_head: int) -> list[tuple[int
     )
 
 
+def rank_shape(rule: ParamRule, arch: Arch, full: tuple[int, ...], tp: int, rank: int) -> tuple[int, ...]:
+    """The shape TP rank ``rank`` stores for a parameter whose full shape is ``full``."""
+    if rule.split is Split.REPLICATED or tp == 1:
+        return full
+    if rule.split is Split.ROW:
+        return (full[0], _even(full[1], tp, rank, rule.template)[1] - _even(full[1], tp, rank, rule.template)[0])
+    rows = sum(b - a for a, b in rank_ranges(rule, arch, full[0], tp, rank))
+    return (rows, *full[1:])
+
+
 def merge_tp(
     rule: ParamRule,
     arch: Arch,
     shards: Sequence[Rows],
     *,
-    total: int,
+    full: tuple[int, ...],
     names: Sequence[str],
     key: str,
     verify: bool = True,
 ) -> Rows:
     """Reassemble a canonical parameter from its TP shards (``names`` label them in errors)."""
     tp = len(shards)
+    for rank, shard in enumerate(shards):
+        want = rank_shape(rule, arch, full, tp, rank)
+        if shard.shape != want:
+            raise ShardMismatchError(
+                f"shape {shard.shape} contradicts the args, which give {want} at TP rank {rank} of {tp} "
+                f"(full {full}) [{names[rank]}]",
+                key=key,
+                fix="check the recorded hidden/ffn/head/vocab sizes and parallel sizes against the shards",
+            )
     if rule.split is Split.REPLICATED or tp == 1:
         if verify:
             _check_replicas(shards, names, key)
@@ -81,17 +100,9 @@ def merge_tp(
         tensors = [s.tensor() for s in shards]
         return Rows.of(torch.cat(tensors, dim=1))
     segments: list[tuple[int, int, int, int]] = []  # canonical start, stop, rank, local start
-    for rank, shard in enumerate(shards):
+    for rank in range(tp):
         local = 0
-        ranges = rank_ranges(rule, arch, total, tp, rank)
-        expected = sum(b - a for a, b in ranges)
-        if shard.rows != expected:
-            raise ShardMismatchError(
-                f"{names[rank]} holds {shard.rows} rows, expected {expected} of {total} at TP={tp}",
-                key=key,
-                fix="check the recorded hidden/ffn/head/vocab sizes against the shards",
-            )
-        for a, b in ranges:
+        for a, b in rank_ranges(rule, arch, full[0], tp, rank):
             segments.append((a, b, rank, local))
             local += b - a
     segments.sort()
@@ -102,7 +113,7 @@ def merge_tp(
         if a < covered:  # a replica of rows already taken (K/V shared by several ranks)
             if verify:
                 first = next(
-                    (r, l) for (a2, b2, r, l) in segments if (a2, b2) == (a, b) and r != rank
+                    (r, start) for (a2, b2, r, start) in segments if (a2, b2) == (a, b) and r != rank
                 )
                 if not shards[first[0]].slice(first[1], first[1] + b - a).equal(piece):
                     raise ShardMismatchError(
@@ -131,7 +142,7 @@ def split_tp(rule: ParamRule, arch: Arch, full: Rows, *, tp: int, rank: int) -> 
 
 def _check_replicas(shards: Sequence[Rows], names: Sequence[str], key: str) -> None:
     first = shards[0]
-    for name, other in zip(names[1:], shards[1:]):
+    for name, other in zip(names[1:], shards[1:], strict=True):
         if other.shape != first.shape or other.dtype != first.dtype:
             raise ShardMismatchError(
                 f"replicated tensor is {tuple(other.shape)} {other.dtype} on {name} "

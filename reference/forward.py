@@ -1,0 +1,124 @@
+"""A plain-torch forward pass of a Megatron GPT over canonical weights (Megatron's semantics).
+
+Independent of transformers' modeling code: it is what the merged checkpoint must compute.
+Runs in float32 whatever the weights' dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .arch import Arch
+
+__all__ = ["reference_logits", "rope_cos_sin", "apply_rope", "norm", "mlp_act"]
+
+Getter = Callable[[str], torch.Tensor]
+
+
+def norm(arch: Arch, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    if arch.normalization == "RMSNorm":
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + arch.norm_epsilon) * weight
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, arch.norm_epsilon)
+
+
+def rope_cos_sin(arch: Arch, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    d = arch.kv_channels
+    inv_freq = 1.0 / (arch.rotary_base ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat([freqs, freqs], dim=-1)  # rotate-half layout (rotary_interleaved=False)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, T, heads, d]; cos/sin: [T, d]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[None, :, None, :] + rotated * sin[None, :, None, :]
+
+
+def mlp_act(arch: Arch, h: torch.Tensor) -> torch.Tensor:
+    if arch.swiglu:
+        gate, up = h.chunk(2, dim=-1)
+        return F.silu(gate) * up
+    return F.gelu(h, approximate="tanh" if arch.activation == "gelu_tanh" else "none")
+
+
+def _linear(get: Getter, prefix: str, x: torch.Tensor, bias: bool) -> torch.Tensor:
+    return F.linear(x, get(prefix + ".weight"), get(prefix + ".bias") if bias else None)
+
+
+def attention(arch: Arch, qkv: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """Causal GQA attention over a fused per-group QKV activation [B, T, groups*(qpg+2)*d]."""
+    b, t, _ = qkv.shape
+    d, qpg = arch.kv_channels, arch.heads_per_group
+    groups = qkv.shape[-1] // ((qpg + 2) * d)
+    x = qkv.view(b, t, groups, qpg + 2, d)
+    q = x[:, :, :, :qpg].reshape(b, t, groups * qpg, d)
+    k, v = x[:, :, :, qpg], x[:, :, :, qpg + 1]
+    if cos_sin is not None:
+        q, k = apply_rope(q, *cos_sin), apply_rope(k, *cos_sin)
+    k = k.repeat_interleave(qpg, dim=2)
+    v = v.repeat_interleave(qpg, dim=2)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
+    mask = torch.ones(t, t, dtype=torch.bool).triu(1)
+    probs = scores.masked_fill(mask, float("-inf")).softmax(-1)
+    return torch.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, groups * qpg * d)
+
+
+def moe(arch: Arch, get: Getter, prefix: str, h: torch.Tensor) -> torch.Tensor:
+    """Top-k routing, softmax over the chosen logits (Megatron's default), experts summed."""
+    logits = F.linear(h, get(prefix + "router.weight"))
+    top, idx = logits.topk(arch.moe_router_topk, dim=-1)
+    weights = top.softmax(-1)
+    out = torch.zeros_like(h)
+    for e in range(arch.num_experts):
+        hit = idx == e
+        rows = hit.any(-1)
+        if not rows.any():
+            continue
+        p = f"{prefix}experts.local_experts.{e}."
+        y = _linear(get, p + "linear_fc2", mlp_act(arch, _linear(get, p + "linear_fc1", h[rows], arch.add_bias_linear)),
+                    arch.add_bias_linear)
+        out[rows] += y * (weights * hit).sum(-1)[rows, None]
+    return out
+
+
+def reference_logits(arch: Arch, get: Getter, input_ids: torch.Tensor) -> torch.Tensor:
+    """Logits [B, T, vocab] of the model whose canonical weights ``get`` returns.
+
+    Example:
+        >>> from vla_reference.synthetic import random_weights
+        >>> arch = Arch(num_layers=1, hidden_size=8, ffn_hidden_size=16, num_attention_heads=2,
+        ...     num_query_groups=2, kv_channels=4, padded_vocab_size=11, vocab_size=11)
+        >>> w = random_weights(arch)
+        >>> reference_logits(arch, w.__getitem__, torch.tensor([[1, 2, 3]])).shape
+        torch.Size([1, 3, 11])
+    """
+
+    def g(key: str) -> torch.Tensor:
+        return get(key).float()
+
+    t = input_ids.shape[1]
+    x = F.embedding(input_ids, g("embedding.word_embeddings.weight"))
+    if arch.position_embedding_type == "learned_absolute":
+        x = x + g("embedding.position_embeddings.weight")[:t][None]
+    cos_sin = rope_cos_sin(arch, torch.arange(t)) if arch.position_embedding_type == "rope" else None
+    nb = arch.has_norm_bias
+    for layer in range(arch.num_layers):
+        p = f"decoder.layers.{layer}."
+        h = norm(arch, x, g(p + "input_layernorm.weight"), g(p + "input_layernorm.bias") if nb else None)
+        qkv = _linear(g, p + "self_attention.linear_qkv", h, arch.qkv_bias)
+        x = x + _linear(g, p + "self_attention.linear_proj", attention(arch, qkv, cos_sin), arch.add_bias_linear)
+        h = norm(arch, x, g(p + "pre_mlp_layernorm.weight"), g(p + "pre_mlp_layernorm.bias") if nb else None)
+        if arch.is_moe_layer(layer):
+            x = x + moe(arch, g, p + "mlp.", h)
+        else:
+            a = mlp_act(arch, _linear(g, p + "mlp.linear_fc1", h, arch.add_bias_linear))
+            x = x + _linear(g, p + "mlp.linear_fc2", a, arch.add_bias_linear)
+    x = norm(arch, x, g("decoder.final_layernorm.weight"), g("decoder.final_layernorm.bias") if nb else None)
+    head = "embedding.word_embeddings.weight" if arch.tied else "output_layer.weight"
+    return F.linear(x, g(head))

@@ -1,0 +1,3 @@
+"""Shared fixtures for pytest-vla's own tests."""
+
+pytest_plugins = ["pytester"]

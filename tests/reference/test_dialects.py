@@ -1,0 +1,151 @@
+"""Checkpoints in legacy, Transformer Engine and chapter layouts merge to the same model."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+import torch
+
+from vla_reference import merge, reshard
+
+from builders import gpt2, llama, moe, write_model
+from test_roundtrip import assert_same, hf_tensors
+
+# Hand-written expectations of Megatron's legacy names (not derived from the converter's table).
+LEGACY_LAYER = {
+    "input_layernorm": "input_norm",
+    "self_attention.linear_qkv": "self_attention.query_key_value",
+    "self_attention.linear_proj": "self_attention.dense",
+    "pre_mlp_layernorm": "post_attention_norm",
+    "mlp.linear_fc1": "mlp.dense_h_to_4h",
+    "mlp.linear_fc2": "mlp.dense_4h_to_h",
+}
+
+
+def to_legacy(model: dict, *, tied_last_stage: bool, old_names: bool) -> dict:
+    lm: dict = {"embedding": {}, "encoder": {}}
+    out: dict = {"language_model": lm}
+    for key, t in model.items():
+        if key == "embedding.word_embeddings.weight":
+            lm["embedding"]["word_embeddings"] = {"weight": t}
+        elif key == "embedding.position_embeddings.weight":
+            lm["embedding"]["position_embeddings"] = {"weight": t}
+        elif key.startswith("decoder.final_layernorm."):
+            leaf = key.rsplit(".", 1)[1]
+            lm["encoder"][("final_layernorm." if old_names else "final_norm.") + leaf] = t
+        elif key == "output_layer.weight":
+            if tied_last_stage:
+                out["word_embeddings_for_head"] = {"weight": t}
+            else:
+                lm["output_layer"] = {"weight": t}
+        else:
+            m = re.match(r"decoder\.layers\.(\d+)\.(.+)\.(weight|bias)$", key)
+            assert m, key
+            name = LEGACY_LAYER[m.group(2)]
+            if old_names:
+                name = name.replace("input_norm", "input_layernorm").replace("post_attention_norm",
+                                                                               "post_attention_layernorm")
+            lm["encoder"][f"layers.{m.group(1)}.{name}.{m.group(3)}"] = t
+    if not lm["embedding"]:
+        del lm["embedding"]
+    return out
+
+
+def to_te(model: dict) -> dict:
+    out = {}
+    for key, t in model.items():
+        key = key.replace("input_layernorm.", "self_attention.linear_qkv.layer_norm_")
+        if ".mlp.experts." not in key and ".mlp.router" not in key:
+            key = key.replace("pre_mlp_layernorm.", "mlp.linear_fc1.layer_norm_")
+        key = re.sub(r"mlp\.experts\.local_experts\.(\d+)\.(linear_fc\d)\.weight", r"mlp.experts.\2.weight\1", key)
+        out[key] = t
+        if key.endswith(".weight") and ("linear_" in key or "output_layer" in key):
+            out[key.rsplit(".", 1)[0] + "._extra_state"] = torch.empty(0, dtype=torch.uint8)
+    return out
+
+
+def rewrite_all(root, edit):
+    for f in sorted(root.glob("release/*/model_optim_rng.pt")):
+        state = torch.load(f, weights_only=True)
+        edit(f.parent.name, state)
+        torch.save(state, f)
+
+
+@pytest.mark.parametrize("old_names", [False, True], ids=["current", "pre-2023-names"])
+@pytest.mark.parametrize("arch", [gpt2(), llama(tied=False)], ids=["gpt2-tied", "llama-untied"])
+def test_legacy_nested_checkpoint(tmp_path, arch, old_names):
+    write_model(arch, tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, pp=2, fsync=False)
+
+    def edit(name, state):
+        state["model"] = to_legacy(state["model"], tied_last_stage=arch.tied, old_names=old_names)
+
+    rewrite_all(tmp_path / "ckpt", edit)
+    merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
+    assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
+
+
+@pytest.mark.parametrize("arch", [llama(), moe(every=2)], ids=["dense", "moe-grouped-gemm"])
+def test_transformer_engine_names(tmp_path, arch):
+    write_model(arch, tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, pp=2, ep=2 if arch.num_experts else 1, fsync=False)
+    rewrite_all(tmp_path / "ckpt", lambda name, s: s.__setitem__("model", to_te(s["model"])))
+    merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
+    assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
+
+
+def test_chapter_layout_pp_dirs_and_tracker_inside_iteration(tmp_path):
+    write_model(llama(), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, pp=2, iteration=10000, fsync=False)
+    it = tmp_path / "ckpt/iter_0010000"
+    for d in sorted(it.glob("mp_rank_*")):
+        tp, pp = d.name.split("_")[2:]
+        (it / f"pp_rank_{pp}").mkdir(exist_ok=True)
+        d.rename(it / f"pp_rank_{pp}" / f"mp_rank_{tp}")
+    (tmp_path / "ckpt/latest_checkpointed_iteration.txt").rename(it / "latest_checkpointed_iteration.txt")
+    merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
+    assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
+
+
+def test_virtual_pipeline_chunks(tmp_path):
+    write_model(llama(), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "flat", tp=1, pp=1, fsync=False)
+    state = torch.load(tmp_path / "flat/release/mp_rank_00/model_optim_rng.pt", weights_only=True)
+    model = state["model"]
+
+    def chunk(layer, extra):
+        out = {k.replace(f"decoder.layers.{layer}.", "decoder.layers.0."): v
+               for k, v in model.items() if k.startswith(f"decoder.layers.{layer}.")}
+        out.update({k: v for k, v in model.items() if k.startswith(extra)} if extra else {})
+        return out
+
+    # PP=2, VPP=2, 4 layers: stage p, chunk v holds global layer v*PP + p
+    stages = {0: (chunk(0, "embedding."), chunk(2, None)),
+              1: (chunk(1, None), {**chunk(3, None), **{k: v for k, v in model.items()
+                                                         if k.startswith(("decoder.final", "output_layer"))}})}
+    args = dict(state["args"], pipeline_model_parallel_size=2, virtual_pipeline_model_parallel_size=2)
+    root = tmp_path / "vpp"
+    for pp, (m0, m1) in stages.items():
+        d = root / "release" / f"mp_rank_00_{pp:03d}"
+        d.mkdir(parents=True)
+        torch.save({"model0": m0, "model1": m1, "args": args, "checkpoint_version": 3.0, "iteration": 0},
+                   d / "model_optim_rng.pt")
+    (root / "latest_checkpointed_iteration.txt").write_text("release")
+    merge(root, tmp_path / "back", fsync=False)
+    assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
+
+
+def test_ep_only_rank_names_need_the_args(tmp_path):
+    """mp_rank_TT_EEE (PP=1, EP>1) reads like mp_rank_TT_PPP; the args disambiguate."""
+    write_model(moe(num_layers=2), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, pp=1, ep=2, fsync=False)
+    assert sorted(p.name for p in (tmp_path / "ckpt/release").glob("mp_rank_*")) == [
+        "mp_rank_00_000", "mp_rank_00_001", "mp_rank_01_000", "mp_rank_01_001"]
+    args = json.loads((tmp_path / "ckpt/release/arguments.json").read_text())
+    assert args["expert_model_parallel_size"] == 2 and args["pipeline_model_parallel_size"] == 1
+    merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
+    assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
+    shutil.rmtree(tmp_path / "back")

@@ -1,0 +1,212 @@
+"""Bad inputs give one clear error naming the file and key; nothing half-written is left."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import types
+
+import pytest
+import torch
+
+from vla_reference import (
+    LayoutError,
+    MalformedFileError,
+    ShardMismatchError,
+    UnsafeCheckpointError,
+    UnsupportedModelError,
+    merge,
+    reshard,
+)
+
+from builders import llama, moe, write_model
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    write_model(llama(), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, pp=2, fsync=False)
+    return tmp_path / "ckpt"
+
+
+def rank_file(ckpt, name="mp_rank_01_001"):
+    return ckpt / "release" / name / "model_optim_rng.pt"
+
+
+def rewrite(path, edit):
+    state = torch.load(path, weights_only=True)
+    edit(state)
+    torch.save(state, path)
+
+
+def assert_nothing_written(dst):
+    assert not dst.exists()
+    assert not [p for p in dst.parent.iterdir() if p.name.startswith(f".{dst.name}.tmp")]
+
+
+def test_missing_rank_names_it(ckpt, tmp_path):
+    shutil.rmtree(ckpt / "release/mp_rank_01_001")
+    with pytest.raises(LayoutError, match=r"missing rank directories mp_rank_01_001 for TP=2 PP=2"):
+        merge(ckpt, tmp_path / "out")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_extra_rank_names_it(ckpt, tmp_path):
+    shutil.copytree(ckpt / "release/mp_rank_01_001", ckpt / "release/mp_rank_02_001")
+    with pytest.raises(LayoutError, match=r"unexpected rank directories mp_rank_02_001"):
+        merge(ckpt, tmp_path / "out")
+
+
+def test_truncated_file_names_it(ckpt, tmp_path):
+    f = rank_file(ckpt)
+    f.write_bytes(f.read_bytes()[:4000])
+    with pytest.raises(MalformedFileError, match=r"mp_rank_01_001/model_optim_rng.pt"):
+        merge(ckpt, tmp_path / "out")
+    assert_nothing_written(tmp_path / "out")
+
+
+class Boom:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickle_that_runs_code_is_refused_unexecuted(ckpt, tmp_path, capsys):
+    f = rank_file(ckpt)
+    state = torch.load(f, weights_only=True)
+    state["payload"] = Boom()
+    torch.save(state, f)
+    with pytest.raises(UnsafeCheckpointError, match=r"would call builtins.print.*mp_rank_01_001"):
+        merge(ckpt, tmp_path / "out")
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_unknown_key_names_file_and_key(ckpt, tmp_path):
+    rewrite(rank_file(ckpt), lambda s: s["model"].__setitem__("decoder.layers.0.mystery.weight", torch.zeros(2)))
+    with pytest.raises(LayoutError, match=r"unknown key.*mp_rank_01_001/model_optim_rng.pt:decoder.layers.0.mystery"):
+        merge(ckpt, tmp_path / "out")
+
+
+def test_shape_contradicting_args(ckpt, tmp_path):
+    key = "decoder.layers.0.mlp.linear_fc2.weight"
+    rewrite(rank_file(ckpt), lambda s: s["model"].__setitem__(key, torch.zeros(32, 16)))
+    with pytest.raises(ShardMismatchError, match=r"mp_rank_01_001/model_optim_rng.pt:decoder.layers.0.mlp.linear_fc2"):
+        merge(ckpt, tmp_path / "out")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_replicated_norm_differing_on_one_rank(ckpt, tmp_path):
+    key = "decoder.layers.1.input_layernorm.weight"
+    rewrite(rank_file(ckpt), lambda s: s["model"][key].add_(1.0))
+    with pytest.raises(ShardMismatchError, match=r"replicated tensor differs between .*mp_rank_00_001.*mp_rank_01_001"):
+        merge(ckpt, tmp_path / "out")
+
+
+def test_tied_head_copy_must_match(tmp_path):
+    write_model(llama(tied=True), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=1, pp=2, fsync=False)
+    rewrite(tmp_path / "ckpt/release/mp_rank_00_001/model_optim_rng.pt",
+            lambda s: s["model"]["output_layer.weight"].mul_(2))
+    with pytest.raises(ShardMismatchError, match=r"copy of the tied embedding differs.*output_layer.weight"):
+        merge(tmp_path / "ckpt", tmp_path / "out")
+
+
+def test_args_mismatching_shards(ckpt, tmp_path):
+    for f in (ckpt / "release").glob("*/model_optim_rng.pt"):
+        rewrite(f, lambda s: s["args"].__setitem__("add_bias_linear", True))
+    pattern = r"do not match the recorded arguments: missing .*linear_qkv.bias.*Fix: check add_bias_linear"
+    with pytest.raises(LayoutError, match=pattern):
+        merge(ckpt, tmp_path / "out")
+
+
+def _fake_megatron_enum(monkeypatch, tmp_path):
+    """Pickle an args Namespace holding a Megatron enum, as recent Megatron does."""
+    import enum
+
+    mod = types.ModuleType("megatron.core.transformer.enums")
+
+    class AttnBackend(enum.Enum):
+        auto = 5
+
+    AttnBackend.__module__ = mod.__name__
+    AttnBackend.__qualname__ = "AttnBackend"
+    mod.AttnBackend = AttnBackend
+    for name in ("megatron", "megatron.core", "megatron.core.transformer"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    return AttnBackend
+
+
+def test_args_with_foreign_type_fall_back_to_arguments_json(ckpt, tmp_path, monkeypatch, caplog):
+    enum_cls = _fake_megatron_enum(monkeypatch, tmp_path)
+    for f in (ckpt / "release").glob("*/model_optim_rng.pt"):
+        rewrite(f, lambda s: s.__setitem__("args", argparse.Namespace(**s["args"], attention_backend=enum_cls.auto)))
+    monkeypatch.delitem(sys.modules, "megatron.core.transformer.enums")  # the reader has no Megatron installed
+    merge(ckpt, tmp_path / "out", fsync=False)
+    assert "holds types outside the allow-list (megatron.core.transformer.enums.AttnBackend)" in caplog.text
+    assert "using" in caplog.text and "arguments.json" in caplog.text
+    (ckpt / "release/arguments.json").unlink()
+    with pytest.raises(LayoutError, match=r"AttnBackend.*no arguments.json"):
+        merge(ckpt, tmp_path / "out2")
+
+
+def test_destination_not_clobbered(ckpt, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/keep.txt").write_text("mine")
+    with pytest.raises(Exception, match="destination exists"):
+        merge(ckpt, tmp_path / "out")
+    assert (tmp_path / "out/keep.txt").read_text() == "mine"
+
+
+def test_source_is_never_written(ckpt, tmp_path):
+    before = {p: p.stat().st_mtime_ns for p in ckpt.rglob("*")}
+    merge(ckpt, tmp_path / "out", fsync=False)
+    assert {p: p.stat().st_mtime_ns for p in ckpt.rglob("*")} == before
+
+
+def test_invalid_target_layout(tmp_path):
+    write_model(moe(), tmp_path / "hf")
+    with pytest.raises(LayoutError, match=r"4 experts do not split over EP=3"):
+        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1, ep=3)
+    with pytest.raises(LayoutError, match=r"4 layers do not split evenly over PP=3"):
+        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=3)
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_model_without_stock_class(tmp_path):
+    from vla_reference import write_hf
+    from vla_reference.synthetic import DictSource, random_weights
+
+    arch = llama(qk_layernorm=True)
+    with pytest.raises(UnsupportedModelError, match=r"no stock transformers class.*qk_layernorm"):
+        write_hf(DictSource(arch, random_weights(arch)), tmp_path / "out")
+
+
+def test_malformed_config_json(tmp_path):
+    write_model(llama(), tmp_path / "hf")
+    (tmp_path / "hf/config.json").write_text("{not json")
+    with pytest.raises(MalformedFileError, match=r"config.json"):
+        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
+
+
+def test_truncated_safetensors(tmp_path):
+    write_model(llama(), tmp_path / "hf")
+    f = tmp_path / "hf/model.safetensors"
+    f.write_bytes(f.read_bytes()[:-100])
+    with pytest.raises(MalformedFileError, match=r"model.safetensors:.*truncated or corrupt"):
+        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
+
+
+def test_bad_tracker(ckpt, tmp_path):
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("banana")
+    with pytest.raises(MalformedFileError, match=r"tracker holds 'banana'"):
+        merge(ckpt, tmp_path / "out")
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("42")
+    with pytest.raises(LayoutError, match=r"iter_0000042, which does not exist"):
+        merge(ckpt, tmp_path / "out")
+
+
+def test_json_args_are_accepted(ckpt, tmp_path):
+    args = json.loads((ckpt / "release/arguments.json").read_text())
+    assert args["tensor_model_parallel_size"] == 2
