@@ -18,7 +18,7 @@ from .errors import (
 from .families import FAMILIES, family_for_arch
 from .hf import HFSource, write_hf
 from .megatron import MegatronSource
-from .reshard import write_megatron
+from .shard_writer import write_megatron
 from .spec import RULES, canonical_keys
 
 __all__ = [

@@ -19,7 +19,19 @@ import torch
 
 from .errors import LayoutError, UnsupportedModelError
 
-__all__ = ["Arch", "Layout", "arch_from_args", "layout_from_args", "padded_vocab_size"]
+__all__ = ["Arch", "Layout", "arch_from_args", "layout_from_args", "padded_vocab_size", "HYPERPARAMETER_ARGS"]
+
+# Every argument the converter reads; anything else in ``args`` is ignored.
+HYPERPARAMETER_ARGS: Final[frozenset[str]] = frozenset(
+    """add_bias_linear add_qkv_bias bias_activation_fusion bias_gelu_fusion expert_model_parallel_size
+    expert_tensor_parallel_size ffn_hidden_size group_query_attention hidden_size kv_channels layernorm_epsilon
+    make_vocab_size_divisible_by max_position_embeddings moe_ffn_hidden_size moe_layer_freq moe_router_pre_softmax
+    moe_router_score_function moe_router_topk moe_shared_expert_intermediate_size norm_epsilon normalization
+    num_attention_heads num_experts num_layers num_layers_per_virtual_pipeline_stage num_query_groups openai_gelu
+    padded_vocab_size params_dtype pipeline_model_parallel_size position_embedding_type qk_layernorm rotary_base
+    rotary_interleaved rotary_percent seq_length squared_relu swiglu tensor_model_parallel_size
+    untie_embeddings_and_output_weights virtual_pipeline_model_parallel_size vocab_size bf16 fp16""".split()
+)
 
 _DTYPES: Final[dict[str, torch.dtype]] = {
     "float32": torch.float32,
@@ -136,9 +148,7 @@ class Arch:
             "add_qkv_bias": self.add_qkv_bias,
             "qk_layernorm": self.qk_layernorm,
             "make_vocab_size_divisible_by": self.make_vocab_size_divisible_by,
-            "padded_vocab_size": padded_vocab_size(
-                self.rows_vocab, self.make_vocab_size_divisible_by, layout.tp
-            ),
+            "padded_vocab_size": padded_vocab_size(self.rows_vocab, self.make_vocab_size_divisible_by, layout.tp),
             "openai_gelu": False,
             # Megatron's fused bias-GELU is the tanh approximation; off means exact erf GELU
             "bias_gelu_fusion": self.activation == "gelu_tanh",
@@ -199,17 +209,13 @@ class _Args:
                 fix="record the training arguments (Megatron writes them as 'args' or arguments.json)",
             )
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise LayoutError(
-                f"argument {name!r} is {value!r}, expected an integer", path=self.source, key=name
-            )
+            raise LayoutError(f"argument {name!r} is {value!r}, expected an integer", path=self.source, key=name)
         return int(value)
 
     def float(self, name: str, default: float) -> float:
         value = self.get(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LayoutError(
-                f"argument {name!r} is {value!r}, expected a number", path=self.source, key=name
-            )
+            raise LayoutError(f"argument {name!r} is {value!r}, expected a number", path=self.source, key=name)
         return float(value)
 
     def bool(self, name: str, default: bool) -> bool:
@@ -240,9 +246,7 @@ def layout_from_args(raw: Mapping[str, Any], *, source: Path) -> Layout:
     )
 
 
-def arch_from_args(
-    raw: Mapping[str, Any], *, source: Path, vocab_size: int | None = None
-) -> Arch:
+def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | None = None) -> Arch:
     """The model hyperparameters recorded in Megatron's arguments.
 
     Args:
@@ -260,9 +264,7 @@ def arch_from_args(
     hidden = a.int("hidden_size")
     heads = a.int("num_attention_heads")
     layers = a.int("num_layers")
-    gqa = a.bool("group_query_attention", False) or (
-        a.has("num_query_groups") and a.int("num_query_groups") != heads
-    )
+    gqa = a.bool("group_query_attention", False) or (a.has("num_query_groups") and a.int("num_query_groups") != heads)
     groups = a.int("num_query_groups", heads) if gqa else heads
     kv_channels = a.int("kv_channels", hidden // heads)
     swiglu = a.bool("swiglu", False)
@@ -374,14 +376,10 @@ def _moe_layer_pattern(value: Any, num_layers: int, source: Path) -> tuple[bool,
     if isinstance(value, str):
         value = _literal_pattern(value, source)
     if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
-        raise LayoutError(
-            f"moe_layer_freq {value!r} is not an integer or a list", path=source, key="moe_layer_freq"
-        )
+        raise LayoutError(f"moe_layer_freq {value!r} is not an integer or a list", path=source, key="moe_layer_freq")
     if isinstance(value, int):
         if value < 1:
-            raise LayoutError(
-                f"moe_layer_freq {value} must be >= 1", path=source, key="moe_layer_freq"
-            )
+            raise LayoutError(f"moe_layer_freq {value} must be >= 1", path=source, key="moe_layer_freq")
         return tuple(i % value == 0 for i in range(num_layers))
     if len(value) != num_layers or any(x not in (0, 1) for x in value):
         raise LayoutError(
@@ -410,9 +408,7 @@ def _literal_pattern(text: str, source: Path) -> int | list[int]:
     try:
         result = ev(ast.parse(text, mode="eval"))
     except (SyntaxError, ValueError, TypeError) as e:
-        raise LayoutError(
-            f"moe_layer_freq {text!r} is not a list pattern", path=source, key="moe_layer_freq"
-        ) from e
+        raise LayoutError(f"moe_layer_freq {text!r} is not a list pattern", path=source, key="moe_layer_freq") from e
     if not isinstance(result, (int, list)):
         raise LayoutError(f"moe_layer_freq {text!r} is not a list pattern", path=source, key="moe_layer_freq")
     return result

@@ -106,8 +106,9 @@ def _inspect(args: argparse.Namespace, out: Callable[[str], None]) -> None:
         rule, _, _ = rule_for(key)
         full = src.get(key, meta=True)
         split = rule.split.value + (f"/{rule.fused.value}" if rule.fused.value != "none" else "")
-        rows.append({"key": key, "shape": list(full.shape), "dtype": str(full.dtype).removeprefix("torch."),
-                     "split": split})
+        rows.append(
+            {"key": key, "shape": list(full.shape), "dtype": str(full.dtype).removeprefix("torch."), "split": split}
+        )
     if isinstance(src, MegatronSource):
         by_key = {k: (shape, local) for k, _, shape, local in src.shard_keys()}
         for row in rows:
@@ -126,8 +127,10 @@ def _inspect(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     width = max(len(r["key"]) for r in rows)
     out(f"{'key':<{width}}  {'shape':<16} {'dtype':<9} {'split':<15} rank shape")
     for r in rows:
-        out(f"{r['key']:<{width}}  {str(tuple(r['shape'])):<16} {r['dtype']:<9} {r['split']:<15} "
-            f"{tuple(r.get('rank_shape', r['shape']))}")
+        out(
+            f"{r['key']:<{width}}  {str(tuple(r['shape'])):<16} {r['dtype']:<9} {r['split']:<15} "
+            f"{tuple(r.get('rank_shape', r['shape']))}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,12 +150,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = _Progress(not args.quiet and args.command != "inspect" and sys.stderr.isatty(), args.command)
     try:
         if args.command == "merge":
-            merge(args.src, args.dst, vocab_size=args.vocab_size, tokenizer=args.tokenizer,
-                  max_shard_size=args.max_shard_size, overwrite=args.overwrite, fsync=args.fsync, progress=progress)
+            merge(
+                args.src,
+                args.dst,
+                vocab_size=args.vocab_size,
+                tokenizer=args.tokenizer,
+                max_shard_size=args.max_shard_size,
+                overwrite=args.overwrite,
+                fsync=args.fsync,
+                progress=progress,
+            )
         elif args.command == "reshard":
-            reshard(args.src, args.dst, tp=args.tp, pp=args.pp, ep=args.ep, vocab_size=args.vocab_size,
-                    tokenizer=args.tokenizer, iteration=args.iteration, overwrite=args.overwrite, fsync=args.fsync,
-                    progress=progress)
+            reshard(
+                args.src,
+                args.dst,
+                tp=args.tp,
+                pp=args.pp,
+                ep=args.ep,
+                vocab_size=args.vocab_size,
+                tokenizer=args.tokenizer,
+                iteration=args.iteration,
+                overwrite=args.overwrite,
+                fsync=args.fsync,
+                progress=progress,
+            )
         else:
             _inspect(args, print)
     except ReleaseError as e:

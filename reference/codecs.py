@@ -15,7 +15,8 @@ __all__ = ["Codec", "IDENTITY", "QKV_SPLIT", "GATED_SPLIT", "TRANSPOSE", "GPT2_Q
 
 
 class Codec(Protocol):
-    arity: int
+    @property
+    def arity(self) -> int: ...
 
     def to_hf(self, arch: Arch, x: Rows) -> tuple[Rows, ...]: ...
 

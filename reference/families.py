@@ -159,9 +159,7 @@ class Family:
             if m:
                 g = m.groupdict()
                 return km, _int(g.get("layer")), _int(g.get("expert"))
-        raise UnsupportedModelError(
-            f"{self.architecture} has no tensor for this parameter", key=canonical_key
-        )
+        raise UnsupportedModelError(f"{self.architecture} has no tensor for this parameter", key=canonical_key)
 
 
 def _int(x: str | None) -> int | None:
@@ -478,3 +476,104 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
         moe_layers=pattern,
         **common,
     )
+
+
+# Arch field -> config.json key, per family (for messages that name the key to fix).
+_COMMON_KEYS: Final = {
+    "num_layers": "num_hidden_layers",
+    "hidden_size": "hidden_size",
+    "ffn_hidden_size": "intermediate_size",
+    "num_attention_heads": "num_attention_heads",
+    "num_query_groups": "num_key_value_heads",
+    "kv_channels": "head_dim",
+    "rows_vocab": "vocab_size",
+    "norm_epsilon": "rms_norm_eps",
+    "max_position_embeddings": "max_position_embeddings",
+    "rotary_base": "rope_parameters.rope_theta",
+    "tied": "tie_word_embeddings",
+    "add_bias_linear": "attention_bias",
+    "params_dtype": "dtype",
+    "normalization": "model_type",
+    "swiglu": "model_type",
+    "position_embedding_type": "model_type",
+    "activation": "hidden_act",
+}
+CONFIG_KEYS: Final[dict[str, dict[str, str]]] = {
+    "llama": dict(_COMMON_KEYS),
+    "mixtral": {
+        **_COMMON_KEYS,
+        "moe_ffn_hidden_size": "intermediate_size",
+        "num_experts": "num_local_experts",
+        "moe_router_topk": "num_experts_per_tok",
+        "moe_layers": "architectures",
+    },
+    "qwen2_moe": {
+        **_COMMON_KEYS,
+        "moe_ffn_hidden_size": "moe_intermediate_size",
+        "num_experts": "num_experts",
+        "moe_router_topk": "num_experts_per_tok",
+        "moe_layers": "mlp_only_layers",
+        "add_qkv_bias": "qkv_bias",
+    },
+    "gpt2": {
+        **_COMMON_KEYS,
+        "num_layers": "n_layer",
+        "hidden_size": "n_embd",
+        "ffn_hidden_size": "n_inner",
+        "num_attention_heads": "n_head",
+        "num_query_groups": "n_head",
+        "kv_channels": "n_embd",
+        "norm_epsilon": "layer_norm_epsilon",
+        "max_position_embeddings": "n_positions",
+        "activation": "activation_function",
+    },
+}
+_COMPARED: Final = (
+    "num_layers",
+    "hidden_size",
+    "ffn_hidden_size",
+    "num_attention_heads",
+    "num_query_groups",
+    "kv_channels",
+    "rows_vocab",
+    "normalization",
+    "norm_epsilon",
+    "swiglu",
+    "position_embedding_type",
+    "max_position_embeddings",
+    "rotary_base",
+    "tied",
+    "add_bias_linear",
+    "add_qkv_bias",
+    "num_experts",
+    "moe_router_topk",
+    "moe_ffn_hidden_size",
+    "moe_layers",
+    "activation",
+    "params_dtype",
+)
+
+
+def compare_config(config: Mapping[str, Any], arch: Arch, *, source: Any = None) -> list[tuple[str, str, Any, Any]]:
+    """Where config.json and the training arguments describe different models.
+
+    Returns (field, config key, value in config.json, value from the args) for each difference.
+    """
+    family, described = arch_from_config(config, source=source)
+    keys = CONFIG_KEYS[family.name]
+    out = []
+    for name in _COMPARED:
+        if name == "ffn_hidden_size" and arch.num_experts and all(arch.moe_layers):
+            continue  # no dense MLP exists: the value is unused
+        if name == "rotary_base" and arch.position_embedding_type != "rope":
+            continue
+        if name == "add_qkv_bias":
+            a, b = described.qkv_bias, arch.qkv_bias
+        else:
+            a, b = getattr(described, name), getattr(arch, name)
+        if a != b:
+            out.append((name, keys.get(name, name), a, b))
+    return out
+
+
+__all__ += ["CONFIG_KEYS", "compare_config"]

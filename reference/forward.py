@@ -81,8 +81,12 @@ def moe(arch: Arch, get: Getter, prefix: str, h: torch.Tensor) -> torch.Tensor:
         if not rows.any():
             continue
         p = f"{prefix}experts.local_experts.{e}."
-        y = _linear(get, p + "linear_fc2", mlp_act(arch, _linear(get, p + "linear_fc1", h[rows], arch.add_bias_linear)),
-                    arch.add_bias_linear)
+        y = _linear(
+            get,
+            p + "linear_fc2",
+            mlp_act(arch, _linear(get, p + "linear_fc1", h[rows], arch.add_bias_linear)),
+            arch.add_bias_linear,
+        )
         out[rows] += y * (weights * hit).sum(-1)[rows, None]
     return out
 

@@ -77,8 +77,9 @@ def _plan(src: Source, family: Family) -> list[_Unit]:
             last_layer = layer
             if src.arch.is_moe_layer(layer):
                 for extra in family.extras:
-                    units.append(_Unit(None, (extra.hf.replace("{layer}", str(layer)),), (extra.shape(src.arch),),
-                                       meta.dtype))
+                    units.append(
+                        _Unit(None, (extra.hf.replace("{layer}", str(layer)),), (extra.shape(src.arch),), meta.dtype)
+                    )
     return units
 
 
@@ -102,6 +103,7 @@ def write_hf(
     overwrite: bool = False,
     fsync: bool = True,
     extra_files: dict[str, bytes] | None = None,
+    config_overrides: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``src`` as a Hugging Face directory at ``dst``, streaming one parameter at a time.
@@ -112,6 +114,7 @@ def write_hf(
     units = _plan(src, family)
     dtype = units[0].dtype
     config = family.hf_config(src.arch, dtype)
+    config.update(config_overrides or {})
     shards = _shards(units, max_shard_size)
     names = (
         [SINGLE]

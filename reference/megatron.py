@@ -20,7 +20,7 @@ import torch
 
 from ._pages import FileMappings
 from ._safeload import LoadedPickle, Opaque, load_pt
-from .arch import Arch, Layout, arch_from_args, layout_from_args
+from .arch import HYPERPARAMETER_ARGS, Arch, Layout, arch_from_args, layout_from_args
 from .errors import LayoutError, MalformedFileError, ShardMismatchError
 from .layout import RANK_FILE, CheckpointDir, find_checkpoint, interpret_rank_dirs, read_json
 from .rows import Rows
@@ -63,8 +63,10 @@ def resolve_args(
 ) -> tuple[dict[str, Any], Path]:
     """Hyperparameters from ``args`` in the rank file, else from ``arguments.json``.
 
-    ``args`` holding a class outside the allow-list (a Megatron enum...) is set aside in favour
-    of ``arguments.json``, with a warning; with neither usable this fails naming what blocked it.
+    ``args`` holding a class outside the allow-list (a Megatron enum such as ``AttnBackend``,
+    which recent Megatron always records) is set aside in favour of ``arguments.json`` with a
+    warning. Without one, ``args`` is still used when none of the stood-in fields is a
+    hyperparameter the converter reads; otherwise this fails naming the fields that blocked it.
     """
     blocked = ""
     if loaded is not None and pt_path is not None:
@@ -79,6 +81,12 @@ def resolve_args(
                 f"'args' in {pt_path} holds types outside the allow-list "
                 f"({', '.join(loaded.stand_ins)}) in {', '.join(opaque)}"
             )
+            needed = sorted(set(opaque) & HYPERPARAMETER_ARGS)
+            if arguments_json is None and not needed:
+                log.warning("%s; those fields are not hyperparameters, ignoring them", blocked)
+                return {k: v for k, v in raw.items() if k not in opaque}, pt_path
+            if needed:
+                blocked += f" (needed: {', '.join(needed)})"
     if arguments_json is not None:
         if blocked:
             log.warning("%s; using %s instead", blocked, arguments_json)
@@ -114,7 +122,9 @@ class MegatronSource:
 
     format = "torch"
 
-    def __init__(self, ckpt: CheckpointDir, arch: Arch, layout: Layout, args: dict[str, Any], args_file: Path):
+    def __init__(
+        self, ckpt: CheckpointDir, arch: Arch, layout: Layout, args: dict[str, Any], args_file: Path, verify: bool
+    ):
         self.ckpt = ckpt
         self.path = ckpt.iter_dir
         self.arch = arch
@@ -122,13 +132,14 @@ class MegatronSource:
         self.args = args
         self.args_file = args_file
         self.iteration = ckpt.iteration
+        self.verify = verify  # check that replicas agree (every rank read) or trust TP rank 0
         self.checkpoint_version: float | None = None
         self.dialects: set[str] = set()
         self.pages = FileMappings()
         self._index: dict[str, list[_Piece]] = defaultdict(list)
 
     @classmethod
-    def open(cls, path: Path, *, vocab_size: int | None = None) -> MegatronSource:
+    def open(cls, path: Path, *, vocab_size: int | None = None, verify: bool = True) -> MegatronSource:
         ckpt = find_checkpoint(path)
         if ckpt.format != "torch":
             raise LayoutError("a torch_dist checkpoint; open it with TorchDistSource", path=ckpt.iter_dir)
@@ -137,7 +148,7 @@ class MegatronSource:
         raw, args_file = resolve_args(loaded, first if loaded else None, ckpt.arguments_json)
         layout = layout_from_args(raw, source=args_file)
         arch = arch_from_args(raw, source=args_file, vocab_size=vocab_size)
-        src = cls(ckpt, arch, layout, raw, args_file)
+        src = cls(ckpt, arch, layout, raw, args_file, verify)
         ranks = interpret_rank_dirs(ckpt, layout)
         src._index_ranks(ranks, first, loaded)
         return src
@@ -200,7 +211,7 @@ class MegatronSource:
     def _model_chunks(self, state: Mapping[str, Any], file: Path) -> list[Mapping[str, Any]]:
         if "model" in state:
             return [state["model"]]
-        chunks = []
+        chunks: list[Mapping[str, Any]] = []
         while f"model{len(chunks)}" in state:
             chunks.append(state[f"model{len(chunks)}"])
         if not chunks:
@@ -244,7 +255,8 @@ class MegatronSource:
             if unexpected:
                 where = self._index[unexpected[0]][0]
                 parts.append(
-                    f"unexpected {', '.join(unexpected[:6])}" + (" ..." if len(unexpected) > 6 else "")
+                    f"unexpected {', '.join(unexpected[:6])}"
+                    + (" ..." if len(unexpected) > 6 else "")
                     + f" (first in {where.file})"
                 )
             raise LayoutError(
@@ -265,14 +277,20 @@ class MegatronSource:
         for key in self.keys():
             piece = self._index[key][0]
             rule, _, _ = rule_for(key)
-            out.append((key, rule.split.value + ("/" + rule.fused.value if rule.fused.value != "none" else ""),
-                        tuple(piece.tensor.shape), piece.local_key))
+            out.append(
+                (
+                    key,
+                    rule.split.value + ("/" + rule.fused.value if rule.fused.value != "none" else ""),
+                    tuple(piece.tensor.shape),
+                    piece.local_key,
+                )
+            )
         return out
 
     def get(self, key: str, *, meta: bool = False) -> Rows:
         """The full parameter ``key`` (vocabulary stripped to the true size when known)."""
         merged = self._assemble(key, meta=meta)
-        if key == "embedding.word_embeddings.weight" and self.arch.tied and not meta:
+        if key == "embedding.word_embeddings.weight" and self.arch.tied and not meta and self.verify:
             self._check_tied_head(merged)
         return merged
 
@@ -281,6 +299,7 @@ class MegatronSource:
         pieces = self._index[key]
         total = expected_shape(rule, self.arch)
         conv = (lambda t: Rows.of(t.to("meta"))) if meta else Rows.of
+        verify = self.verify and not meta
         expert_tp = self.layout.expert_tp if rule.scope is Scope.EXPERT else self.layout.tp
         by_ep: dict[int, list[_Piece]] = defaultdict(list)
         for p in sorted(pieces, key=lambda p: (p.ep, p.tp)):
@@ -292,10 +311,12 @@ class MegatronSource:
             split_rule = rule
             if expert_tp == 1 and rule.scope is Scope.EXPERT and len(shards) > 1:
                 split_rule = dataclasses.replace(rule, split=Split.REPLICATED)
-            rows = merge_tp(split_rule, self.arch, shards, full=total, names=names, key=key, verify=not meta)
+            rows = merge_tp(split_rule, self.arch, shards, full=total, names=names, key=key, verify=verify)
             if merged is None:
                 merged = rows
-            elif not meta and not merged.equal(rows):
+            elif not verify:
+                break  # trust EP rank 0's copy of a replicated parameter
+            elif not merged.equal(rows):
                 raise ShardMismatchError(
                     f"replicated over expert-parallel ranks but EP rank {ep} differs from EP rank 0",
                     path=group[0].file,

@@ -108,9 +108,7 @@ class Rows:
             if p.numel() == 0:
                 continue
             flat = p.contiguous().reshape(-1).view(torch.uint8)
-            yield memoryview(flat.numpy()).cast("B")
+            yield memoryview(flat.numpy()).cast("B")  # type: ignore[arg-type]  # ndarray is a buffer
 
     def equal(self, other: Rows) -> bool:
-        return self.shape == other.shape and self.dtype == other.dtype and torch.equal(
-            self.tensor(), other.tensor()
-        )
+        return self.shape == other.shape and self.dtype == other.dtype and torch.equal(self.tensor(), other.tensor())

@@ -48,8 +48,17 @@ def parse_size(text: str) -> int:
     >>> parse_size("5GB"), parse_size("10MiB"), parse_size("123")
     (5000000000, 10485760, 123)
     """
-    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9,
-             "TB": 10**12, "B": 1}
+    units = {
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "TIB": 2**40,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "B": 1,
+    }
     t = text.strip().upper()
     unit = next((u for u in units if t.endswith(u)), "B")
     number = t[: -len(unit)].strip() if t.endswith(unit) else t

@@ -142,9 +142,7 @@ RULES: Final[tuple[ParamRule, ...]] = (
     ParamRule(_L + "self_attention.k_layernorm.weight", Split.REPLICATED, Scope.LAYER, ("kv",), Needs.QK_NORM),
     ParamRule(_L + "self_attention.k_layernorm.bias", Split.REPLICATED, Scope.LAYER, ("kv",), Needs.QK_NORM_BIAS),
     ParamRule(_L + "self_attention.linear_proj.weight", Split.ROW, Scope.LAYER, ("hidden", "attn")),
-    ParamRule(
-        _L + "self_attention.linear_proj.bias", Split.REPLICATED, Scope.LAYER, ("hidden",), Needs.LINEAR_BIAS
-    ),
+    ParamRule(_L + "self_attention.linear_proj.bias", Split.REPLICATED, Scope.LAYER, ("hidden",), Needs.LINEAR_BIAS),
     ParamRule(_L + "pre_mlp_layernorm.weight", Split.REPLICATED, Scope.LAYER, ("hidden",)),
     ParamRule(_L + "pre_mlp_layernorm.bias", Split.REPLICATED, Scope.LAYER, ("hidden",), Needs.NORM_BIAS),
     ParamRule(
@@ -155,9 +153,7 @@ RULES: Final[tuple[ParamRule, ...]] = (
         Needs.DENSE_MLP,
         Fused.GATED,
     ),
-    ParamRule(
-        _L + "mlp.linear_fc1.bias", Split.COLUMN, Scope.LAYER, ("ffn_in",), Needs.DENSE_MLP_BIAS, Fused.GATED
-    ),
+    ParamRule(_L + "mlp.linear_fc1.bias", Split.COLUMN, Scope.LAYER, ("ffn_in",), Needs.DENSE_MLP_BIAS, Fused.GATED),
     ParamRule(_L + "mlp.linear_fc2.weight", Split.ROW, Scope.LAYER, ("hidden", "ffn"), Needs.DENSE_MLP),
     ParamRule(_L + "mlp.linear_fc2.bias", Split.REPLICATED, Scope.LAYER, ("hidden",), Needs.DENSE_MLP_BIAS),
     ParamRule(_L + "mlp.router.weight", Split.REPLICATED, Scope.LAYER, ("experts", "hidden"), Needs.MOE),
@@ -263,12 +259,8 @@ def format_key(template: str, layer: int | None, expert: int | None) -> str:
 
 
 _RULE_BY_TEMPLATE: Final[dict[str, ParamRule]] = {r.template: r for r in RULES}
-_ALIAS_PATTERNS: Final[tuple[tuple[re.Pattern[str], KeyAlias], ...]] = tuple(
-    (_compile(a.local), a) for a in ALIASES
-)
-_RULE_PATTERNS: Final[tuple[tuple[re.Pattern[str], ParamRule], ...]] = tuple(
-    (_compile(r.template), r) for r in RULES
-)
+_ALIAS_PATTERNS: Final[tuple[tuple[re.Pattern[str], KeyAlias], ...]] = tuple((_compile(a.local), a) for a in ALIASES)
+_RULE_PATTERNS: Final[tuple[tuple[re.Pattern[str], ParamRule], ...]] = tuple((_compile(r.template), r) for r in RULES)
 
 
 def match_local(key: str) -> Match | None:

@@ -112,9 +112,7 @@ def merge_tp(
         piece = shards[rank].slice(local, local + b - a)
         if a < covered:  # a replica of rows already taken (K/V shared by several ranks)
             if verify:
-                first = next(
-                    (r, start) for (a2, b2, r, start) in segments if (a2, b2) == (a, b) and r != rank
-                )
+                first = next((r, start) for (a2, b2, r, start) in segments if (a2, b2) == (a, b) and r != rank)
                 if not shards[first[0]].slice(first[1], first[1] + b - a).equal(piece):
                     raise ShardMismatchError(
                         f"rows {a}:{b} are replicated on {names[first[0]]} and {names[rank]} but differ",

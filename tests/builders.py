@@ -13,9 +13,21 @@ from vla_reference.synthetic import DictSource, random_weights
 
 def llama(**kw) -> Arch:
     base = dict(
-        num_layers=4, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2, kv_channels=8,
-        padded_vocab_size=100, vocab_size=100, normalization="RMSNorm", norm_epsilon=1e-5, swiglu=True,
-        position_embedding_type="rope", max_position_embeddings=64, tied=False, add_bias_linear=False,
+        num_layers=4,
+        hidden_size=32,
+        ffn_hidden_size=64,
+        num_attention_heads=4,
+        num_query_groups=2,
+        kv_channels=8,
+        padded_vocab_size=100,
+        vocab_size=100,
+        normalization="RMSNorm",
+        norm_epsilon=1e-5,
+        swiglu=True,
+        position_embedding_type="rope",
+        max_position_embeddings=64,
+        tied=False,
+        add_bias_linear=False,
         activation="silu",
     )
     base.update(kw)
@@ -24,9 +36,21 @@ def llama(**kw) -> Arch:
 
 def gpt2(**kw) -> Arch:
     base = dict(
-        num_layers=4, hidden_size=32, ffn_hidden_size=128, num_attention_heads=4, num_query_groups=4, kv_channels=8,
-        padded_vocab_size=97, vocab_size=97, normalization="LayerNorm", norm_epsilon=1e-5, swiglu=False,
-        position_embedding_type="learned_absolute", max_position_embeddings=64, tied=True, add_bias_linear=True,
+        num_layers=4,
+        hidden_size=32,
+        ffn_hidden_size=128,
+        num_attention_heads=4,
+        num_query_groups=4,
+        kv_channels=8,
+        padded_vocab_size=97,
+        vocab_size=97,
+        normalization="LayerNorm",
+        norm_epsilon=1e-5,
+        swiglu=False,
+        position_embedding_type="learned_absolute",
+        max_position_embeddings=64,
+        tied=True,
+        add_bias_linear=True,
         activation="gelu",
     )
     base.update(kw)
@@ -36,8 +60,12 @@ def gpt2(**kw) -> Arch:
 def moe(*, every: int = 2, **kw) -> Arch:
     layers = kw.pop("num_layers", 4)
     return llama(
-        num_layers=layers, num_experts=4, moe_router_topk=2, moe_ffn_hidden_size=48,
-        moe_layers=tuple(i % every == 0 for i in range(layers)), **kw,
+        num_layers=layers,
+        num_experts=4,
+        moe_router_topk=2,
+        moe_ffn_hidden_size=48,
+        moe_layers=tuple(i % every == 0 for i in range(layers)),
+        **kw,
     )
 
 

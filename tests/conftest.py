@@ -1,3 +1,63 @@
 """Shared fixtures for pytest-vla's own tests."""
 
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
 pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN = REPO / "golden"
+
+
+@pytest.fixture
+def golden_copy(tmp_path):
+    """A writable copy of a golden release (``golden_copy("dense")``)."""
+
+    def copy(name: str) -> Path:
+        dst = tmp_path / f"release-{name}"
+        shutil.copytree(GOLDEN / name, dst)
+        return dst
+
+    return copy
+
+
+@pytest.fixture(scope="session")
+def vla_cache(tmp_path_factory):
+    """One artefact cache for every suite run of this test session (keys are content digests)."""
+    return tmp_path_factory.mktemp("vla-cache")
+
+
+@dataclass
+class SuiteRun:
+    """Per-test outcomes of one in-process suite run."""
+
+    ret: int
+    failed: dict[str, str] = field(default_factory=dict)
+    passed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    output: str = ""
+
+
+@pytest.fixture
+def run_suite(pytester, vla_cache):
+    """Run the installed suite on a release, in process; returns outcomes by test name."""
+
+    def run(release: Path, *args: str, cache: Path | None = None) -> SuiteRun:
+        reprec = pytester.inline_run(
+            f"--vla-release={release}", f"--vla-cache-dir={cache or vla_cache}", "-p", "no:cacheprovider", *args
+        )
+        out = SuiteRun(ret=int(reprec.ret))
+        for rep in reprec.getreports("pytest_runtest_logreport"):
+            name = rep.nodeid.split("::", 1)[-1]
+            if rep.failed:
+                out.failed[name] = str(rep.longrepr)
+            elif rep.skipped:
+                out.skipped[name] = str(rep.longrepr)
+            elif rep.when == "call":
+                out.passed.append(name)
+        return out
+
+    return run

@@ -46,7 +46,11 @@ def test_usage_error_exits_2(tmp_path, capsys):
 
 def test_console_script_is_installed(tmp_path):
     write_model(llama(), tmp_path / "hf")
-    proc = subprocess.run([sys.executable, "-m", "vla_reference.cli", "inspect", str(tmp_path / "hf")],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vla_reference.cli", "inspect", str(tmp_path / "hf")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "LlamaForCausalLM" in proc.stdout

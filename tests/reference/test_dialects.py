@@ -46,8 +46,9 @@ def to_legacy(model: dict, *, tied_last_stage: bool, old_names: bool) -> dict:
             assert m, key
             name = LEGACY_LAYER[m.group(2)]
             if old_names:
-                name = name.replace("input_norm", "input_layernorm").replace("post_attention_norm",
-                                                                               "post_attention_layernorm")
+                name = name.replace("input_norm", "input_layernorm").replace(
+                    "post_attention_norm", "post_attention_layernorm"
+                )
             lm["encoder"][f"layers.{m.group(1)}.{name}.{m.group(3)}"] = t
     if not lm["embedding"]:
         del lm["embedding"]
@@ -117,22 +118,31 @@ def test_virtual_pipeline_chunks(tmp_path):
     model = state["model"]
 
     def chunk(layer, extra):
-        out = {k.replace(f"decoder.layers.{layer}.", "decoder.layers.0."): v
-               for k, v in model.items() if k.startswith(f"decoder.layers.{layer}.")}
+        out = {
+            k.replace(f"decoder.layers.{layer}.", "decoder.layers.0."): v
+            for k, v in model.items()
+            if k.startswith(f"decoder.layers.{layer}.")
+        }
         out.update({k: v for k, v in model.items() if k.startswith(extra)} if extra else {})
         return out
 
     # PP=2, VPP=2, 4 layers: stage p, chunk v holds global layer v*PP + p
-    stages = {0: (chunk(0, "embedding."), chunk(2, None)),
-              1: (chunk(1, None), {**chunk(3, None), **{k: v for k, v in model.items()
-                                                         if k.startswith(("decoder.final", "output_layer"))}})}
+    stages = {
+        0: (chunk(0, "embedding."), chunk(2, None)),
+        1: (
+            chunk(1, None),
+            {**chunk(3, None), **{k: v for k, v in model.items() if k.startswith(("decoder.final", "output_layer"))}},
+        ),
+    }
     args = dict(state["args"], pipeline_model_parallel_size=2, virtual_pipeline_model_parallel_size=2)
     root = tmp_path / "vpp"
     for pp, (m0, m1) in stages.items():
         d = root / "release" / f"mp_rank_00_{pp:03d}"
         d.mkdir(parents=True)
-        torch.save({"model0": m0, "model1": m1, "args": args, "checkpoint_version": 3.0, "iteration": 0},
-                   d / "model_optim_rng.pt")
+        torch.save(
+            {"model0": m0, "model1": m1, "args": args, "checkpoint_version": 3.0, "iteration": 0},
+            d / "model_optim_rng.pt",
+        )
     (root / "latest_checkpointed_iteration.txt").write_text("release")
     merge(root, tmp_path / "back", fsync=False)
     assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
@@ -143,7 +153,11 @@ def test_ep_only_rank_names_need_the_args(tmp_path):
     write_model(moe(num_layers=2), tmp_path / "hf")
     reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, pp=1, ep=2, fsync=False)
     assert sorted(p.name for p in (tmp_path / "ckpt/release").glob("mp_rank_*")) == [
-        "mp_rank_00_000", "mp_rank_00_001", "mp_rank_01_000", "mp_rank_01_001"]
+        "mp_rank_00_000",
+        "mp_rank_00_001",
+        "mp_rank_01_000",
+        "mp_rank_01_001",
+    ]
     args = json.loads((tmp_path / "ckpt/release/arguments.json").read_text())
     assert args["expert_model_parallel_size"] == 2 and args["pipeline_model_parallel_size"] == 1
     merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)

@@ -106,8 +106,9 @@ def test_replicated_norm_differing_on_one_rank(ckpt, tmp_path):
 def test_tied_head_copy_must_match(tmp_path):
     write_model(llama(tied=True), tmp_path / "hf")
     reshard(tmp_path / "hf", tmp_path / "ckpt", tp=1, pp=2, fsync=False)
-    rewrite(tmp_path / "ckpt/release/mp_rank_00_001/model_optim_rng.pt",
-            lambda s: s["model"]["output_layer.weight"].mul_(2))
+    rewrite(
+        tmp_path / "ckpt/release/mp_rank_00_001/model_optim_rng.pt", lambda s: s["model"]["output_layer.weight"].mul_(2)
+    )
     with pytest.raises(ShardMismatchError, match=r"copy of the tied embedding differs.*output_layer.weight"):
         merge(tmp_path / "ckpt", tmp_path / "out")
 
@@ -146,9 +147,23 @@ def test_args_with_foreign_type_fall_back_to_arguments_json(ckpt, tmp_path, monk
     merge(ckpt, tmp_path / "out", fsync=False)
     assert "holds types outside the allow-list (megatron.core.transformer.enums.AttnBackend)" in caplog.text
     assert "using" in caplog.text and "arguments.json" in caplog.text
+    caplog.clear()
+    (ckpt / "release/arguments.json").unlink()  # no arguments.json: the foreign field is not a hyperparameter
+    merge(ckpt, tmp_path / "out2", fsync=False)
+    assert "attention_backend; those fields are not hyperparameters, ignoring them" in caplog.text
+
+
+def test_foreign_type_in_a_hyperparameter_without_arguments_json(ckpt, tmp_path, monkeypatch):
+    enum_cls = _fake_megatron_enum(monkeypatch, tmp_path)
+    for f in (ckpt / "release").glob("*/model_optim_rng.pt"):
+        rewrite(f, lambda s: s.__setitem__("args", argparse.Namespace(**{**s["args"], "normalization": enum_cls.auto})))
+    monkeypatch.delitem(sys.modules, "megatron.core.transformer.enums")
     (ckpt / "release/arguments.json").unlink()
-    with pytest.raises(LayoutError, match=r"AttnBackend.*no arguments.json"):
-        merge(ckpt, tmp_path / "out2")
+    with pytest.raises(
+        LayoutError, match=r"AttnBackend\) in normalization \(needed: normalization\).*no arguments.json"
+    ):
+        merge(ckpt, tmp_path / "out")
+    assert_nothing_written(tmp_path / "out")
 
 
 def test_destination_not_clobbered(ckpt, tmp_path):

@@ -22,9 +22,7 @@ def hf_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def rank_models(root: Path) -> dict[str, dict[str, torch.Tensor]]:
-    return {
-        f.parent.name: dict(load_pt(f).obj["model"]) for f in sorted(root.glob("*/mp_rank_*/model_optim_rng.pt"))
-    }
+    return {f.parent.name: dict(load_pt(f).obj["model"]) for f in sorted(root.glob("*/mp_rank_*/model_optim_rng.pt"))}
 
 
 def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

@@ -114,9 +114,7 @@ def write_megatron(
                         if expert is not None:
                             if expert // n_local != ep:
                                 continue
-                            local = local.replace(
-                                f"local_experts.{expert}.", f"local_experts.{expert - ep * n_local}."
-                            )
+                            local = local.replace(f"local_experts.{expert}.", f"local_experts.{expert - ep * n_local}.")
                         full = src.get(key)
                         if rule.split is Split.VOCAB:
                             full = _pad_vocab(full, padded, key)

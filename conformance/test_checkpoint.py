@@ -1,0 +1,201 @@
+"""Checkpoint conformance: the training checkpoint is complete, consistent, and is the shipped model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import pytest
+import torch
+
+from pytest_vla.cache import ArtefactCache
+from pytest_vla.findings import Findings
+from pytest_vla.fixtures import open_checkpoint
+from vla_reference.arch import Layout
+from vla_reference.convert import merge
+from vla_reference.errors import ReleaseError
+from vla_reference.families import compare_config
+from vla_reference.hf import HFSource
+from vla_reference.layout import read_json
+from vla_reference.megatron import MegatronSource
+from vla_reference.release import Release
+from vla_reference.shard_writer import check_layout, write_megatron
+from vla_reference.spec import Split, rule_for
+
+pytestmark = pytest.mark.checkpoint
+
+ROUND_TRIP_LAYOUTS: Final = ("shipped", "tp1-pp1", "wider-tp")
+
+
+def test_checkpoint_layout(vla_release: Release, vla_checkpoint_dir: Path) -> None:
+    """Every rank directory is present, each holds the parameters the recorded args call for."""
+    findings = Findings("checkpoint layout", vla_release.root)
+    try:
+        open_checkpoint(vla_release, vla_checkpoint_dir, verify=False)
+    except ReleaseError as e:
+        findings.add_error(e, "checkpoint layout")
+    findings.check()
+
+
+def test_replicated_tensors_identical(vla_release: Release, vla_checkpoint: MegatronSource) -> None:
+    """Replicated parameters (norms, router, shared K/V, EP replicas, tied head) agree on every rank."""
+    findings = Findings("replicated tensors", vla_release.root)
+    for key in vla_checkpoint.keys():
+        try:
+            rows = vla_checkpoint.get(key)
+        except ReleaseError as e:
+            findings.add_error(e, "replicas differ")
+        else:
+            vla_checkpoint.release(rows)
+    findings.check()
+
+
+def _compare_dirs(findings: Findings, merged: Path, shipped: Path, what: str) -> None:
+    a, b = HFSource(merged), HFSource(shipped)
+    names_a, names_b = set(a._where), set(b._where)
+    for name in sorted(names_b - names_a):
+        findings.add(
+            what,
+            "tensor not produced by merging the checkpoint",
+            file=b._where[name].path,
+            key=name,
+            fix="ship only tensors that come from the training checkpoint",
+        )
+    for name in sorted(names_a - names_b):
+        findings.add(
+            what,
+            "tensor missing from the shipped model",
+            file=shipped / "model.safetensors",
+            key=name,
+            fix="re-run `vla-release merge` on the training checkpoint",
+        )
+    for name in sorted(names_a & names_b):
+        x, y = a.hf_tensor(name), b.hf_tensor(name)
+        file = b._where[name].path
+        if x.dtype != y.dtype or x.shape != y.shape:
+            findings.add(
+                what,
+                f"{tuple(y.shape)} {y.dtype}",
+                f"{tuple(x.shape)} {x.dtype} (merged)",
+                file=file,
+                key=name,
+                fix="re-run `vla-release merge` on the training checkpoint",
+            )
+        elif not torch.equal(x, y):
+            diff = (x.float() - y.float()).abs()
+            where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
+            findings.add(
+                what,
+                f"{int((diff > 0).sum())} of {x.numel()} elements differ (max abs diff "
+                f"{diff.max().item():.4g} at {where})",
+                "bit-identical to the merged checkpoint",
+                file=file,
+                key=name,
+                fix="re-run `vla-release merge` on the training checkpoint and ship its output",
+            )
+
+
+def test_merge_equals_shipped_model(vla_release: Release, vla_merged_checkpoint: Path, vla_model_dir: Path) -> None:
+    """Merging the training checkpoint gives exactly the shipped weights: keys, dtypes, shapes, bytes."""
+    findings = Findings("merged checkpoint vs shipped model", vla_release.root)
+    try:
+        _compare_dirs(findings, vla_merged_checkpoint, vla_model_dir, "shipped tensor differs")
+    except ReleaseError as e:
+        findings.add_error(e, "shipped model unreadable")
+    findings.check()
+
+
+def _target_layout(name: str, src: MegatronSource) -> Layout | None:
+    shipped = src.layout
+    if name == "shipped":
+        return Layout(tp=shipped.tp, pp=shipped.pp, ep=shipped.ep)
+    if name == "tp1-pp1":
+        return Layout()
+    for tp in (shipped.tp * 2, shipped.tp * 4, 8, 4, 2):
+        if tp <= shipped.tp:
+            continue
+        layout = Layout(tp=tp, pp=shipped.pp, ep=shipped.ep)
+        try:
+            check_layout(src.arch, layout)
+        except ReleaseError:
+            continue
+        return layout
+    return None
+
+
+def _rank_tensors(src: MegatronSource, findings: Findings, other: MegatronSource, label: str) -> None:
+    """Compare two checkpoints rank by rank: the split layout of every split parameter.
+
+    Padding rows beyond the true vocabulary, replicated parameters and expert-parallel replicas
+    of non-expert parameters are left to test_replicated_tensors_identical.
+    """
+    vocab = src.arch.vocab_size
+    for key in src.keys():
+        rule, _, expert = rule_for(key)
+        if rule.split is Split.REPLICATED:
+            continue
+        mine = {(p.tp, p.pp, p.ep): p for p in src._index[key] if expert is not None or p.ep == 0}
+        theirs = {(p.tp, p.pp, p.ep): p for p in other._index[key]}
+        for rank, piece in sorted(mine.items()):
+            twin = theirs.get(rank)
+            a, b = piece.tensor, None if twin is None else twin.tensor
+            if b is not None and rule.split is Split.VOCAB and vocab is not None:
+                keep = max(min(vocab - rank[0] * a.shape[0], a.shape[0]), 0)
+                a, b = a[:keep], b[:keep]
+            if b is None or a.dtype != b.dtype or a.shape != b.shape or not torch.equal(a, b):
+                findings.add(
+                    label,
+                    "rank tensor differs after merge -> reshard",
+                    "bit-identical",
+                    file=piece.file,
+                    key=piece.local_key,
+                    fix="the checkpoint is not in the canonical layout the args describe; re-save it",
+                )
+
+
+@pytest.mark.parametrize("target", ROUND_TRIP_LAYOUTS)
+def test_reshard_round_trip(
+    target: str,
+    vla_release: Release,
+    vla_checkpoint: MegatronSource,
+    vla_checkpoint_dir: Path,
+    vla_merged_checkpoint: Path,
+    vla_artefacts: ArtefactCache,
+) -> None:
+    """Resharding the merged checkpoint and merging it again is bit-exact, at several layouts."""
+    layout = _target_layout(target, vla_checkpoint)
+    if layout is None:
+        pytest.skip(f"no valid tensor-parallel size wider than {vla_checkpoint.layout.tp} for this model")
+    findings = Findings(f"reshard round trip at {layout.describe()}", vla_release.root)
+    key = vla_artefacts.digest(vla_merged_checkpoint)
+    name = f"reshard-tp{layout.tp}-pp{layout.pp}-ep{layout.ep}"
+    resharded = vla_artefacts.build(
+        key, name, lambda dst: write_megatron(HFSource(vla_merged_checkpoint), dst, layout, fsync=False)
+    )
+    back = vla_artefacts.build(key, name + "-merged", lambda dst: merge(resharded, dst, fsync=False))
+    _compare_dirs(findings, back, vla_merged_checkpoint, f"round trip at {layout.describe()}")
+    if target == "shipped":
+        _rank_tensors(vla_checkpoint, findings, MegatronSource.open(resharded), "rank tensors")
+    findings.check()
+
+
+def test_config_agrees_with_args(vla_release: Release, vla_model_dir: Path, vla_checkpoint: MegatronSource) -> None:
+    """config.json describes the model the training arguments describe."""
+    findings = Findings("config.json vs training args", vla_release.root)
+    cfg_path = vla_model_dir / "config.json"
+    try:
+        config = read_json(cfg_path)
+        diffs = compare_config(config, vla_checkpoint.arch, source=cfg_path)
+    except ReleaseError as e:
+        findings.add_error(e, "config.json")
+        diffs = []
+    for field, cfg_key, in_config, in_args in diffs:
+        findings.add(
+            f"{field} differs",
+            f"config.json says {in_config!r}",
+            f"{in_args!r} from the training args",
+            file=cfg_path,
+            key=cfg_key,
+            fix=f"regenerate config.json from the checkpoint (`vla-release merge`) or correct {cfg_key}",
+        )
+    findings.check()

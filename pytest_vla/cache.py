@@ -1,0 +1,87 @@
+"""Expensive artefacts (merged or resharded checkpoints), built once per content, shared by workers.
+
+Keys are SHA-256 digests of the inputs' content. File digests are remembered per (path, size,
+mtime, inode) so that a rerun does not rehash; a lock file serialises builders across xdist
+workers, and the builder writes atomically, so a reader never sees half an artefact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from vla_reference.manifest import release_files, sha256_file
+
+from . import __version__
+
+__all__ = ["ArtefactCache"]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class ArtefactCache:
+    """A directory of artefacts keyed by content digests.
+
+    Example:
+        >>> cache = ArtefactCache(Path("~/.cache/pytest-vla").expanduser())  # doctest: +SKIP
+        >>> merged = cache.build(cache.digest(ckpt), "merged", lambda dst: merge(ckpt, dst))  # doctest: +SKIP
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _stat_cache(self) -> Path:
+        return self.root / "digests.jsonl"
+
+    def digest(self, *paths: Path, salt: str = "") -> str:
+        """SHA-256 over the (relative path, size, content digest) of every file under ``paths``."""
+        known: dict[str, str] = {}
+        stat_file = self._stat_cache()
+        if stat_file.is_file():
+            for line in stat_file.read_text().splitlines():
+                with contextlib.suppress(ValueError, KeyError):
+                    rec = json.loads(line)
+                    known[rec["stat"]] = rec["sha256"]
+        h = hashlib.sha256(f"pytest-vla {__version__}|{salt}".encode())  # artefacts depend on the converter
+        fresh = []
+        for top in paths:
+            files = [top] if top.is_file() else [top / r for r in release_files(top)]
+            for f in files:
+                st = f.stat()
+                stat_key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+                digest = known.get(stat_key)
+                if digest is None:
+                    digest = sha256_file(f)
+                    fresh.append(json.dumps({"stat": stat_key, "sha256": digest}))
+                rel = f.relative_to(top).as_posix() if f != top else f.name
+                h.update(f"{rel}\t{st.st_size}\t{digest}\n".encode())
+        if fresh:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with _locked(self.root / "digests.lock"), stat_file.open("a") as out:
+                out.write("\n".join(fresh) + "\n")
+        return h.hexdigest()[:32]
+
+    def build(self, key: str, name: str, builder: Callable[[Path], object]) -> Path:
+        """The artefact ``name`` for ``key``, built by ``builder(dst)`` if not there yet."""
+        dst = self.root / key / name
+        if dst.exists():
+            return dst
+        with _locked(self.root / key / f".{name}.lock"):
+            if not dst.exists():
+                builder(dst)
+        os.utime(dst)  # most recently used
+        return dst

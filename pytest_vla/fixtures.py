@@ -1,0 +1,149 @@
+"""Public fixtures: a downstream team's own tests request these (see docs/fixtures.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vla_reference.convert import merge, tokenizer_vocab_size
+from vla_reference.errors import ReleaseError
+from vla_reference.megatron import MegatronSource
+from vla_reference.release import Release
+
+from .cache import ArtefactCache
+from .session import SESSION_KEY, VLASession
+
+__all__ = [
+    "vla_session",
+    "vla_release",
+    "vla_baseline",
+    "vla_artefacts",
+    "vla_model_dir",
+    "vla_checkpoint_dir",
+    "vla_checkpoint",
+    "vla_merged_checkpoint",
+    "vla_model",
+    "vla_tokenizer",
+]
+
+
+@pytest.fixture(scope="session")
+def vla_session(request: pytest.FixtureRequest) -> VLASession:
+    """pytest-vla's run state: options, area tallies."""
+    return request.config.stash[SESSION_KEY]
+
+
+@pytest.fixture(scope="session")
+def vla_release(vla_session: VLASession) -> Release:
+    """The release under test (``--vla-release``); skips when none was given."""
+    release = vla_session.release
+    if release is None:
+        pytest.skip("no --vla-release given")
+    return release
+
+
+@pytest.fixture(scope="session")
+def vla_baseline(vla_session: VLASession) -> Release:
+    """The release this one derives from (``--vla-baseline``); skips when none was given."""
+    baseline = vla_session.baseline
+    if baseline is None:
+        pytest.skip("no --vla-baseline given")
+    return baseline
+
+
+@pytest.fixture(scope="session")
+def vla_artefacts(vla_session: VLASession) -> ArtefactCache:
+    """The content-keyed artefact cache (outside the release), shared by xdist workers."""
+    return vla_session.cache
+
+
+def _required(release: Release, part: str) -> Path:
+    try:
+        return release.require(part)
+    except ReleaseError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vla_model_dir(vla_release: Release) -> Path:
+    """``model/``: the Hugging Face inference checkpoint (required)."""
+    return _required(vla_release, "model")
+
+
+@pytest.fixture(scope="session")
+def vla_checkpoint_dir(vla_release: Release) -> Path:
+    """``checkpoint/``: the Megatron training checkpoint; skips for an inference-only release."""
+    path = vla_release.part("checkpoint")
+    if path is None:
+        pytest.skip(f"no Megatron checkpoint at {vla_release.root / 'checkpoint'} (optional part)")
+    return path
+
+
+def _true_vocab(release: Release) -> int | None:
+    tok = release.root / "model" / "tokenizer.json"
+    try:
+        return tokenizer_vocab_size(tok) if tok.is_file() else None
+    except ReleaseError:
+        return None
+
+
+def open_checkpoint(release: Release, path: Path, *, verify: bool) -> MegatronSource:
+    """Open the training checkpoint; the true vocabulary comes from its args, else the release tokenizer."""
+    src = MegatronSource.open(path, verify=verify)
+    if src.arch.vocab_size is None:
+        vocab = _true_vocab(release)
+        if vocab is not None and vocab <= src.arch.padded_vocab_size:
+            src.arch = src.arch.with_vocab(vocab)
+    return src
+
+
+@pytest.fixture(scope="session")
+def vla_checkpoint(vla_release: Release, vla_checkpoint_dir: Path) -> MegatronSource:
+    """The training checkpoint opened lazily (mmap); skips if its layout cannot be read."""
+    try:
+        return open_checkpoint(vla_release, vla_checkpoint_dir, verify=True)
+    except ReleaseError as e:
+        pytest.skip(f"cannot open the checkpoint (reported by test_checkpoint_layout): {e}")
+
+
+@pytest.fixture(scope="session")
+def vla_merged_checkpoint(
+    vla_checkpoint: MegatronSource, vla_checkpoint_dir: Path, vla_artefacts: ArtefactCache
+) -> Path:
+    """The training checkpoint merged to a Hugging Face directory (cached by content).
+
+    Replicated parameters are taken from rank 0 here; their agreement is a check of its own.
+    """
+    key = vla_artefacts.digest(vla_checkpoint_dir, salt=f"vocab={vla_checkpoint.arch.vocab_size}")
+
+    def build(dst: Path) -> None:
+        merge(vla_checkpoint_dir, dst, vocab_size=vla_checkpoint.arch.vocab_size, verify=False, fsync=False)
+
+    try:
+        return vla_artefacts.build(key, "merged", build)
+    except ReleaseError as e:
+        pytest.fail(f"cannot merge the training checkpoint: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vla_model(vla_model_dir: Path) -> Any:
+    """The shipped model in stock transformers (``AutoModelForCausalLM``, no remote code), in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(vla_model_dir, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001 - transformers raises many types; name the directory
+        pytest.fail(f"transformers cannot load {vla_model_dir}: {e}", pytrace=False)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def vla_tokenizer(vla_model_dir: Path) -> Any:
+    """The shipped tokenizer through ``transformers.AutoTokenizer``; skips without tokenizer.json."""
+    if not (vla_model_dir / "tokenizer.json").is_file():
+        pytest.skip(f"no tokenizer package at {vla_model_dir / 'tokenizer.json'}")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(vla_model_dir)

@@ -1,0 +1,115 @@
+"""Command-line options and ini keys of pytest-vla, parsed into typed values."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+__all__ = ["VLAOptions", "add_options", "read_options"]
+
+
+def _directory(flag: str) -> Callable[[str], Path]:
+    def parse(value: str) -> Path:
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise pytest.UsageError(f"{flag}: {value} is not a directory")
+        return path.resolve()
+
+    parse.__name__ = flag
+    return parse
+
+
+def _float(flag: str) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise pytest.UsageError(f"{flag}: {value!r} is not a number") from None
+        if number < 0:
+            raise pytest.UsageError(f"{flag}: {value} must be >= 0")
+        return number
+
+    return parse
+
+
+def _cache_dir(value: str) -> Path:
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"--vla-cache-dir: {value} is not a directory")
+    return path.resolve()
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vla", "pytest-vla: release conformance")
+    group.addoption(
+        "--vla-release",
+        dest="vla_release",
+        metavar="PATH",
+        type=_directory("--vla-release"),
+        default=None,
+        help="release directory to check; runs the installed conformance suite when no test paths are given",
+    )
+    group.addoption(
+        "--vla-baseline",
+        dest="vla_baseline",
+        metavar="PATH",
+        type=_directory("--vla-baseline"),
+        default=None,
+        help="the release this one derives from (fine-tune checks, version bumps)",
+    )
+    group.addoption(
+        "--vla-cache-dir",
+        dest="vla_cache_dir",
+        metavar="PATH",
+        type=_cache_dir,
+        default=None,
+        help="where merged/resharded artefacts are cached, keyed by release content "
+        "(default: $XDG_CACHE_HOME/pytest-vla or ~/.cache/pytest-vla); never inside the release",
+    )
+    group.addoption(
+        "--vla-logit-atol",
+        dest="vla_logit_atol",
+        metavar="X",
+        type=_float("--vla-logit-atol"),
+        default=None,
+        help="absolute logit tolerance for parity checks (default by dtype)",
+    )
+    parser.addini("vla_release", "release directory to check (as --vla-release)", default="")
+    parser.addini("vla_baseline", "baseline release directory (as --vla-baseline)", default="")
+
+
+@dataclass(frozen=True)
+class VLAOptions:
+    release: Path | None
+    baseline: Path | None
+    cache_dir: Path
+    logit_atol: float | None
+
+
+def read_options(config: pytest.Config) -> VLAOptions:
+    """The options as typed values; ini keys fill in flags not given (relative to the ini file)."""
+    base = config.inipath.parent if config.inipath else config.rootpath
+
+    def pick(flag: str, dest: str, ini: str) -> Path | None:
+        value = config.getoption(dest)
+        if value is None and config.getini(ini):
+            value = _directory(f"{flag} (ini {ini})")(str(base / str(config.getini(ini))))
+        return value
+
+    cache = config.getoption("vla_cache_dir")
+    if cache is None:
+        root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        cache = Path(root) / "pytest-vla"
+    release = pick("--vla-release", "vla_release", "vla_release")
+    if release is not None and cache.resolve().is_relative_to(release):
+        raise pytest.UsageError(f"--vla-cache-dir: {cache} is inside the release; the release is never written")
+    return VLAOptions(
+        release=release,
+        baseline=pick("--vla-baseline", "vla_baseline", "vla_baseline"),
+        cache_dir=cache,
+        logit_atol=config.getoption("vla_logit_atol"),
+    )

@@ -1,0 +1,441 @@
+"""Build the golden releases: tiny but complete, byte-deterministic.
+
+    python -m vla_reference.golden golden/
+
+writes ``golden/dense`` (Llama-style, TP=2 PP=2) and ``golden/moe`` (MoE every 2nd layer,
+TP=2 PP=2 EP=2). The suite passes on both; tests copy and break them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+
+from ._fs import atomic_dir
+from .arch import Arch, Layout
+from .forward import reference_logits
+from .hf import HFSource, write_hf
+from .manifest import write_manifest
+from .rows import Rows
+from .safetensors_io import header_for, write_rows
+from .shard_writer import write_megatron
+from .synthetic import DictSource, random_weights
+from .tokenizer import SPECIAL_TOKENS, build_tokenizer
+
+__all__ = ["GoldenSpec", "GOLDEN", "build_release", "build_all", "main"]
+
+RELEASE_DATE: Final = "2026-11-01"
+
+
+@dataclass(frozen=True)
+class GoldenSpec:
+    dirname: str
+    name: str
+    arch: Arch
+    layout: Layout
+    seed: int
+    model_type: str
+
+
+def _llama(**kw: Any) -> Arch:
+    base: dict[str, Any] = dict(
+        num_layers=4,
+        hidden_size=64,
+        ffn_hidden_size=128,
+        num_attention_heads=4,
+        num_query_groups=2,
+        kv_channels=16,
+        padded_vocab_size=1,
+        vocab_size=None,
+        normalization="RMSNorm",
+        norm_epsilon=1e-5,
+        swiglu=True,
+        position_embedding_type="rope",
+        max_position_embeddings=256,
+        rotary_base=10000.0,
+        tied=False,
+        add_bias_linear=False,
+        activation="silu",
+        params_dtype=torch.float32,
+    )
+    base.update(kw)
+    return Arch(**base)
+
+
+GOLDEN: Final[tuple[GoldenSpec, ...]] = (
+    GoldenSpec("dense", "VLA-Driver-Tiny-Dense", _llama(), Layout(tp=2, pp=2), 1, "Llama-style dense decoder"),
+    GoldenSpec(
+        "moe",
+        "VLA-Driver-Tiny-MoE",
+        _llama(
+            num_experts=4,
+            moe_router_topk=2,
+            moe_ffn_hidden_size=64,
+            moe_layers=tuple(i % 2 == 0 for i in range(4)),
+            params_dtype=torch.bfloat16,
+        ),
+        Layout(tp=2, pp=2, ep=2),
+        2,
+        "Llama-style decoder with a mixture of experts every 2nd layer",
+    ),
+)
+
+_PROMPTS: Final = (
+    "Describe this driving scene:<|image_start|><|image|><|image|><|image_end|> The action is:<|act:stop|>",
+    "<|video_start|><|camera:front|><|t_0|><|image|><|t_1|><|image|><|video_end|> Turn left at the next junction.",
+    "Say <|ipa_start|><|ipa_s|><|ipa_t|><|ipa_ɹ|><|ipa_i|><|ipa_t|><|ipa_end|> then "
+    "<|script_start|><|blender:cube|><|blender:scale|><|blender:end|><|script_end|>",
+    "The ego vehicle approaches a busy intersection. The traffic light for the ego lane is red, so the vehicle "
+    "slows down and stops behind the white line.<|action_start|><|act:slow_down|><|act:stop|><|action_end|>",
+)
+
+
+def _count_params(arch: Arch, weights: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() for t in weights.values())
+
+
+def _card(spec: GoldenSpec, arch: Arch, version: str, params: int) -> str:
+    return f"""---
+license: apache-2.0
+language:
+- en
+library_name: transformers
+pipeline_tag: text-generation
+tags:
+- vision-language-action
+- autonomous-driving
+model_name: {spec.name}
+version: {version}
+release_date: {RELEASE_DATE}
+parameters: {params}
+context_length: {arch.max_position_embeddings}
+---
+
+# {spec.name} v{version}
+
+## Model Details
+
+- **Name and version:** {spec.name} v{version}
+- **Release date:** {RELEASE_DATE}
+- **Model type:** {spec.model_type} (multimodal autoregressive transformer, unified generation and understanding)
+- **Parameters:** {params} ({params / 1e6:.2f}M)
+- **Context length:** {arch.max_position_embeddings} tokens
+- **License:** Apache-2.0
+- **Contact:** vla-releases@pytest-vla.dev
+
+This is a tiny synthetic release built by pytest-vla's golden-release generator. Its weights are
+random: it exists to exercise the release checks, not to drive anything.
+
+## Intended Use
+
+### Direct Use
+Testing release tooling: conversion between Megatron and Hugging Face layouts, tokenizer and
+preprocessing checks, and model-card linting.
+
+### Downstream Use
+Fine-tuning experiments on the release pipeline itself (for example, checking that a fine-tune
+keeps the base release's tokenizer IDs and preprocessing).
+
+### Out-of-Scope Use
+Any control of a real vehicle or robot; any use that relies on the model's outputs, which are
+random by construction.
+
+## Training Data
+
+### Sources and Composition
+None: the weights are drawn from a seeded normal distribution. The tokenizer was trained on the
+bundled {len(_PROMPTS)}-line driving and robotics corpus shipped in `vla_reference/data/corpus.txt`.
+
+### Data Governance
+The corpus was written for this purpose and contains no personal data.
+
+## Evaluation
+
+### Results
+
+| Benchmark | Metric | Score |
+|---|---|---|
+| Golden eval set (`golden/`) | sharded-vs-merged max abs logit difference | 0.0 (bit-exact merge) |
+| Golden eval set (`golden/`) | top-1 agreement with the training-side logits | 100% |
+
+### Limitations
+- **Factuality:** the model has random weights; every output is meaningless.
+- **Robustness:** not evaluated on any real driving data, including rare scenes and bad weather.
+- **Bias:** the tokenizer corpus is English-only and shaped by North American and European traffic rules.
+- **Causal reasoning:** none; a model of this size cannot represent long-horizon interactions.
+
+## Ethical Considerations
+
+### Risks
+Mistaking this release for a real driving policy. Its outputs are random and unsafe.
+
+### Mitigations
+The name, this card and the random weights make that explicit; the release tooling refuses
+nothing on its behalf, so downstream users must read the card.
+
+## Citation
+
+```bibtex
+@misc{{vla_golden_{spec.dirname},
+  title  = {{{spec.name}: a golden release for pytest-vla}},
+  author = {{{{pytest-vla contributors}}}},
+  year   = {{2026}},
+  note   = {{Version {version}}}
+}}
+```
+"""
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _matrix(arch: Arch, layout: Layout, name: str) -> dict[str, dict[str, Any]]:
+    tiny = {
+        "num-layers": arch.num_layers,
+        "hidden-size": arch.hidden_size,
+        "ffn-hidden-size": arch.ffn_hidden_size,
+        "num-attention-heads": arch.num_attention_heads,
+        "num-query-groups": arch.num_query_groups,
+        "num-experts": arch.num_experts or None,
+        "moe-router-topk": arch.moe_router_topk if arch.num_experts else None,
+        "moe-layer-freq": 2 if arch.num_experts else None,
+        "global-batch-size": 64,
+        "lr-decay-style": "cosine",
+        "lr": 3.0e-4,
+        "min-lr": 3.0e-5,
+        "weight-decay": 0.1,
+        "tensor-model-parallel-size": layout.tp,
+        "pipeline-model-parallel-size": layout.pp,
+        "expert-model-parallel-size": layout.ep,
+        "precision": "fp32",
+    }
+    return {
+        f"{name}.json": tiny,
+        "vla-1b-dense.json": {
+            "num-layers": 24,
+            "hidden-size": 2048,
+            "ffn-hidden-size": 8192,
+            "num-attention-heads": 32,
+            "num-experts": None,
+            "moe-router-topk": None,
+            "global-batch-size": 4194304,
+            "lr-decay-style": "cosine",
+            "lr": 3.0e-4,
+            "min-lr": 3.0e-5,
+            "weight-decay": 0.1,
+            "tensor-model-parallel-size": 4,
+            "pipeline-model-parallel-size": 8,
+            "precision": "bf16",
+            "fp8-format": "e4m3",
+        },
+        "vla-10b-moe.json": {
+            "num-layers": 48,
+            "hidden-size": 4096,
+            "ffn-hidden-size": 14336,
+            "num-attention-heads": 32,
+            "num-experts": 16,
+            "moe-router-topk": 2,
+            "moe-layer-freq": 2,
+            "global-batch-size": 8388608,
+            "lr-decay-style": "cosine",
+            "lr": 1.5e-4,
+            "min-lr": 1.5e-5,
+            "weight-decay": 0.1,
+            "tensor-model-parallel-size": 8,
+            "pipeline-model-parallel-size": 16,
+            "precision": "bf16",
+            "fp8-format": "e4m3",
+        },
+    }
+
+
+def _launch_script(arch: Arch, layout: Layout, config: str) -> str:
+    moe = (
+        f"    --num-experts {arch.num_experts} --moe-router-topk {arch.moe_router_topk} --moe-layer-freq 2 \\\n"
+        f"    --expert-model-parallel-size {layout.ep} --moe-ffn-hidden-size {arch.moe_ffn_hidden_size} \\\n"
+        if arch.num_experts
+        else ""
+    )
+    return f"""#!/usr/bin/env bash
+# Launch pre-training with Megatron-LM. Needs only these variables; everything else is pinned
+# here and in {config}.
+#SBATCH --job-name=vla-pretrain
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=8
+#SBATCH --gres=gpu:8
+set -euo pipefail
+: "${{DATA_PATH:?set DATA_PATH to the blended dataset prefix}}"
+: "${{CHECKPOINT_PATH:?set CHECKPOINT_PATH to the checkpoint directory}}"
+MASTER_ADDR=${{MASTER_ADDR:-localhost}}
+MASTER_PORT=${{MASTER_PORT:-6000}}
+
+torchrun --nproc_per_node 8 --nnodes 1 --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \\
+    pretrain_gpt.py \\
+    --num-layers {arch.num_layers} --hidden-size {arch.hidden_size} --ffn-hidden-size {arch.ffn_hidden_size} \\
+    --num-attention-heads {arch.num_attention_heads} --group-query-attention \\
+    --num-query-groups {arch.num_query_groups} --normalization RMSNorm --swiglu \\
+    --position-embedding-type rope --untie-embeddings-and-output-weights --disable-bias-linear \\
+    --max-position-embeddings {arch.max_position_embeddings} --seq-length {arch.max_position_embeddings} \\
+{moe}    --tensor-model-parallel-size {layout.tp} --pipeline-model-parallel-size {layout.pp} \\
+    --micro-batch-size 1 --global-batch-size 64 --lr 3.0e-4 --min-lr 3.0e-5 --lr-decay-style cosine \\
+    --weight-decay 0.1 --train-iters 1000 \\
+    --data-path "$DATA_PATH" --save "$CHECKPOINT_PATH" --load "$CHECKPOINT_PATH" --ckpt-format torch
+"""
+
+
+_DOCKERFILE: Final = """# The reproduction environment. Base image pinned by tag and digest, packages by version.
+FROM nvcr.io/nvidia/pytorch:24.03-py3@sha256:5a1a4e0d7f1c2b3e4d5c6b7a8f9e0d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a6f7e
+RUN pip install --no-cache-dir \\
+    transformers==5.23.0 \\
+    tokenizers==0.23.3 \\
+    safetensors==0.8.0 \\
+    sentencepiece==0.2.0
+WORKDIR /workspace
+"""
+
+
+def _environment() -> dict[str, str]:
+    return {
+        "python": "3.10.12",
+        "torch": "2.3.0a0+6ddf5cf85e",
+        "cuda": "12.4",
+        "nccl": "2.20.5",
+        "cudnn": "9.0.0",
+        "transformer_engine": "1.4.0",
+    }
+
+
+def _fill_training_state(root: Path, arch: Arch, seed: int) -> None:
+    """Give the checkpoint what a training run leaves: random padding rows and Adam state."""
+    for f in sorted(root.rglob("model_optim_rng.pt")):
+        state = torch.load(f, weights_only=True)
+        tp_rank = int(f.parent.name.split("_")[2])
+        model = state["model"]
+        for n, key in enumerate(("embedding.word_embeddings.weight", "output_layer.weight")):
+            # same noise on every replica (EP ranks) of a TP rank
+            g = torch.Generator().manual_seed(seed * 1000 + tp_rank * 10 + n)
+            if key in model and arch.vocab_size is not None:
+                t = model[key]
+                # rank-local rows beyond the true vocabulary are padding: training leaves noise there
+                start = tp_rank * t.shape[0]
+                pad_from = max(arch.vocab_size - start, 0)
+                if pad_from < t.shape[0]:
+                    t[pad_from:] = torch.randn(t[pad_from:].shape, generator=g) * 0.02
+        groups = [{"lr": 3.0e-5, "weight_decay": 0.1, "params": list(range(len(model)))}]
+        if arch.params_dtype == torch.float32:
+            # plain Adam: its fp32 moments live in this file, beside the weights
+            moments = {
+                j: {
+                    "exp_avg": torch.zeros_like(t, dtype=torch.float32),
+                    "exp_avg_sq": torch.full_like(t, 1e-8, dtype=torch.float32),
+                }
+                for j, (_, t) in enumerate(sorted(model.items()))
+            }
+            state["optimizer"] = {"state": moments, "param_groups": groups}
+        else:
+            # distributed optimizer: the moments go to distrib_optim.pt (not shipped here)
+            state["optimizer"] = {"param_groups": groups}
+        state["iteration"] = 1000
+        torch.save(state, f)
+
+
+def _eval_set(tok: Any, arch: Arch, weights: dict[str, torch.Tensor], dst: Path) -> None:
+    sequences = [tok.encode(p).ids for p in _PROMPTS]
+    data = {
+        "description": "token ids of interleaved multimodal sequences; logits from the training-side "
+        "reference forward in float32",
+        "sequences": [{"name": f"seq_{i}", "input_ids": ids} for i, ids in enumerate(sequences)],
+    }
+    (dst / "eval_set.json").write_text(_dump(data))
+    entries, rows = [], []
+    for i, ids in enumerate(sequences):
+        logits = reference_logits(arch, weights.__getitem__, torch.tensor([ids]))[0].contiguous()
+        entries.append((f"seq_{i}", tuple(logits.shape), logits.dtype))
+        rows.append(Rows.of(logits))
+    with (dst / "expected_logits.safetensors").open("wb") as f:
+        f.write(header_for(entries, {"format": "pt", "source": "reference forward, float32"}))
+        for r in rows:
+            write_rows(f, r)
+
+
+def build_release(spec: GoldenSpec, dst: Path, *, version: str = "1.0.0") -> None:
+    """Build one golden release at ``dst`` (atomically)."""
+    with atomic_dir(dst, overwrite=True, fsync=False) as tmp:
+        model_dir = tmp / "model"
+        tok_dir = tmp / "tokenizer-build"
+        tok = build_tokenizer(tok_dir)
+        vocab = tok.get_vocab_size()
+        arch = dataclasses.replace(spec.arch, vocab_size=vocab, padded_vocab_size=vocab)
+        weights = random_weights(arch, seed=spec.seed, dtype=arch.params_dtype)
+        ids = {
+            "bos_token_id": tok.token_to_id(SPECIAL_TOKENS.bos),
+            "eos_token_id": tok.token_to_id(SPECIAL_TOKENS.eos),
+            "pad_token_id": tok.token_to_id(SPECIAL_TOKENS.pad),
+        }
+        write_hf(DictSource(arch, weights), model_dir, fsync=False, config_overrides=ids)
+        for f in sorted(tok_dir.iterdir()):
+            shutil.move(str(f), model_dir / f.name)
+        tok_dir.rmdir()
+        (model_dir / "generation_config.json").write_text(
+            _dump({**ids, "max_length": arch.max_position_embeddings, "do_sample": False})
+        )
+        params = _count_params(arch, weights)
+        (model_dir / "README.md").write_text(_card(spec, arch, version, params))
+        write_megatron(HFSource(model_dir), tmp / "checkpoint", spec.layout, iteration=1000, fsync=False)
+        _fill_training_state(tmp / "checkpoint", arch, spec.seed)
+        golden = tmp / "golden"
+        golden.mkdir()
+        _eval_set(tok, arch, weights, golden)
+        (tmp / "configs").mkdir()
+        config_name = f"vla-driver-tiny-{spec.dirname}"
+        for fname, cfg in _matrix(arch, spec.layout, config_name).items():
+            (tmp / "configs" / fname).write_text(_dump({k: v for k, v in cfg.items() if v is not None}))
+        (tmp / "docker").mkdir()
+        (tmp / "docker" / "Dockerfile").write_text(_DOCKERFILE)
+        (tmp / "docker" / "environment.json").write_text(_dump(_environment()))
+        (tmp / "scripts").mkdir()
+        script = tmp / "scripts" / "run_pretrain.sh"
+        script.write_text(_launch_script(arch, spec.layout, f"configs/{config_name}.json"))
+        script.chmod(0o755)
+        write_manifest(
+            tmp,
+            name=spec.name,
+            version=version,
+            date=RELEASE_DATE,
+            config=f"configs/{config_name}.json",
+            launch_script="scripts/run_pretrain.sh",
+        )
+
+
+def build_all(out: Path, only: Sequence[str] = ()) -> list[Path]:
+    built = []
+    for spec in GOLDEN:
+        if only and spec.dirname not in only:
+            continue
+        build_release(spec, out / spec.dirname)
+        built.append(out / spec.dirname)
+    return built
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vla_reference.golden", description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path, help="directory to write the golden releases into (e.g. golden/)")
+    p.add_argument("--only", nargs="*", default=[], help="build only these (dense, moe)")
+    args = p.parse_args(argv)
+    for path in build_all(args.out, args.only):
+        print(path, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
