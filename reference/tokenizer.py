@@ -15,7 +15,17 @@ from typing import Final
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-__all__ = ["TOKENIZER_FILES", "SPECIAL_TOKENS", "VLA_TOKENS", "build_tokenizer", "bundled_corpus"]
+__all__ = [
+    "TOKENIZER_FILES",
+    "SPECIAL_TOKENS",
+    "VLA_TOKENS",
+    "N_VISUAL_CODES",
+    "N_AUDIO_CODES",
+    "N_ACTION_BINS",
+    "N_TIMESTAMPS",
+    "build_tokenizer",
+    "bundled_corpus",
+]
 
 TOKENIZER_FILES: Final[tuple[str, ...]] = (
     "tokenizer.json",
@@ -95,6 +105,11 @@ _ACTIONS: Final = (
     "change_lane_right",
 )
 _CAMERAS: Final = ("front", "rear", "left", "right")
+# sizes of the code vocabularies the reference VLAProcessor emits
+N_VISUAL_CODES: Final = 64  # VQ codebook entries: <|vq_k|>
+N_AUDIO_CODES: Final = 32  # residual codebook, n_q * entries, flattened: <|audio_k|>
+N_ACTION_BINS: Final = 32  # uniform bins of normalised action values: <|action_bin_k|>
+N_TIMESTAMPS: Final = 32  # temporal groups of a video: <|t_k|>
 
 
 def _vla_tokens() -> tuple[str, ...]:
@@ -115,10 +130,13 @@ def _vla_tokens() -> tuple[str, ...]:
         "<|action_end|>",
     ]
     tokens += [f"<|camera:{c}|>" for c in _CAMERAS]
-    tokens += [f"<|t_{i}|>" for i in range(8)]
+    tokens += [f"<|t_{i}|>" for i in range(N_TIMESTAMPS)]
     tokens += [f"<|ipa_{p}|>" for p in _IPA]
     tokens += [f"<|blender:{b}|>" for b in _BLENDER]
     tokens += [f"<|act:{a}|>" for a in _ACTIONS]
+    tokens += [f"<|vq_{i}|>" for i in range(N_VISUAL_CODES)]
+    tokens += [f"<|audio_{i}|>" for i in range(N_AUDIO_CODES)]
+    tokens += [f"<|action_bin_{i}|>" for i in range(N_ACTION_BINS)]
     return tuple(tokens)
 
 

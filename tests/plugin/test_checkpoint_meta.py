@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import GOLDEN
 from safetensors.torch import load_file, save_file
+
+from vla_reference import padded_vocab_size
 
 RANK = "checkpoint/iter_0001000/{}/model_optim_rng.pt"
 
@@ -38,9 +41,13 @@ def swap_k_v(t: torch.Tensor) -> None:
     t[32:].copy_(torch.cat([t[48:64], t[32:48]]))
 
 
+VOCAB = json.loads((GOLDEN / "dense/model/config.json").read_text())["vocab_size"]
+PADDED = padded_vocab_size(VOCAB, 128, 2)  # what the TP=2 checkpoint holds
+
+
 def pad_embedding(t: dict) -> None:
     e = t["model.embed_tokens.weight"]
-    t["model.embed_tokens.weight"] = torch.cat([e, torch.zeros(512 - e.shape[0], e.shape[1])])
+    t["model.embed_tokens.weight"] = torch.cat([e, torch.zeros(PADDED - e.shape[0], e.shape[1])])
 
 
 def flip_one(t: dict) -> None:
@@ -80,7 +87,7 @@ BREAKS = {
     "padding-rows-not-stripped": (
         lambda r: edit_shipped(r, pad_embedding),
         "test_merge_equals_shipped_model",
-        r"\(512, 64\) torch.float32, expected \(397, 64\) torch.float32 \(merged\) "
+        rf"\({PADDED}, 64\) torch.float32, expected \({VOCAB}, 64\) torch.float32 \(merged\) "
         r"\[model/model.safetensors:model.embed_tokens.weight\]",
     ),
     "tensor-flipped-in-shipped-safetensors": (
