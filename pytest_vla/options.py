@@ -70,14 +70,20 @@ def add_options(parser: pytest.Parser) -> None:
         help="where merged/resharded artefacts are cached, keyed by release content "
         "(default: $XDG_CACHE_HOME/pytest-vla or ~/.cache/pytest-vla); never inside the release",
     )
-    group.addoption(
-        "--vla-logit-atol",
-        dest="vla_logit_atol",
-        metavar="X",
-        type=_float("--vla-logit-atol"),
-        default=None,
-        help="absolute logit tolerance for parity checks (default by dtype)",
-    )
+    for flag, what in (
+        ("atol", "absolute logit difference"),
+        ("rtol", "relative logit difference"),
+        ("kl", "mean KL divergence of the softmaxes"),
+        ("top1", "minimum top-1 agreement, a fraction"),
+    ):
+        group.addoption(
+            f"--vla-logit-{flag}",
+            dest=f"vla_logit_{flag}",
+            metavar="X",
+            type=_float(f"--vla-logit-{flag}"),
+            default=None,
+            help=f"parity tolerance: {what} (default by dtype, see docs/parity.md)",
+        )
     parser.addini("vla_release", "release directory to check (as --vla-release)", default="")
     parser.addini("vla_baseline", "baseline release directory (as --vla-baseline)", default="")
 
@@ -87,7 +93,10 @@ class VLAOptions:
     release: Path | None
     baseline: Path | None
     cache_dir: Path
-    logit_atol: float | None
+    logit_atol: float | None = None
+    logit_rtol: float | None = None
+    logit_kl: float | None = None
+    logit_top1: float | None = None
 
 
 def read_options(config: pytest.Config) -> VLAOptions:
@@ -112,4 +121,7 @@ def read_options(config: pytest.Config) -> VLAOptions:
         baseline=pick("--vla-baseline", "vla_baseline", "vla_baseline"),
         cache_dir=cache,
         logit_atol=config.getoption("vla_logit_atol"),
+        logit_rtol=config.getoption("vla_logit_rtol"),
+        logit_kl=config.getoption("vla_logit_kl"),
+        logit_top1=config.getoption("vla_logit_top1"),
     )

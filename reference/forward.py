@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .arch import Arch
 
-__all__ = ["reference_logits", "rope_cos_sin", "apply_rope", "norm", "mlp_act"]
+__all__ = ["reference_logits", "rope_cos_sin", "apply_rope", "norm", "mlp_act", "attention", "route", "moe"]
 
 Getter = Callable[[str], torch.Tensor]
 
@@ -51,10 +51,20 @@ def _linear(get: Getter, prefix: str, x: torch.Tensor, bias: bool) -> torch.Tens
     return F.linear(x, get(prefix + ".weight"), get(prefix + ".bias") if bias else None)
 
 
-def attention(arch: Arch, qkv: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    """Causal GQA attention over a fused per-group QKV activation [B, T, groups*(qpg+2)*d]."""
+def attention(
+    arch: Arch,
+    qkv: torch.Tensor,
+    cos_sin: tuple[torch.Tensor, torch.Tensor] | None,
+    heads_per_group: int | None = None,
+) -> torch.Tensor:
+    """Causal GQA attention over a fused per-group QKV activation [B, T, groups*(qpg+2)*d].
+
+    ``heads_per_group`` is the query heads each group holds here: fewer than the model's on a
+    tensor-parallel rank that shares its group with others.
+    """
     b, t, _ = qkv.shape
-    d, qpg = arch.kv_channels, arch.heads_per_group
+    d = arch.kv_channels
+    qpg = heads_per_group or arch.heads_per_group
     groups = qkv.shape[-1] // ((qpg + 2) * d)
     x = qkv.view(b, t, groups, qpg + 2, d)
     q = x[:, :, :, :qpg].reshape(b, t, groups * qpg, d)
@@ -69,13 +79,17 @@ def attention(arch: Arch, qkv: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.
     return torch.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, groups * qpg * d)
 
 
-def moe(arch: Arch, get: Getter, prefix: str, h: torch.Tensor) -> torch.Tensor:
-    """Top-k routing, softmax over the chosen logits (Megatron's default), experts summed."""
-    logits = F.linear(h, get(prefix + "router.weight"))
-    top, idx = logits.topk(arch.moe_router_topk, dim=-1)
-    weights = top.softmax(-1)
+def route(arch: Arch, router: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k expert indices and weights: softmax over the chosen logits (Megatron's default)."""
+    top, idx = F.linear(h, router).topk(arch.moe_router_topk, dim=-1)
+    return idx, top.softmax(-1)
+
+
+def moe(arch: Arch, get: Getter, prefix: str, h: torch.Tensor, experts: range | None = None) -> torch.Tensor:
+    """The MoE block's output from ``experts`` (default: all of them), summed with their weights."""
+    idx, weights = route(arch, get(prefix + "router.weight"), h)
     out = torch.zeros_like(h)
-    for e in range(arch.num_experts):
+    for e in experts if experts is not None else range(arch.num_experts):
         hit = idx == e
         rows = hit.any(-1)
         if not rows.any():

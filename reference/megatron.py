@@ -186,6 +186,8 @@ class MegatronSource:
                 fix="re-save with Megatron >= 2.0 (checkpoint_version 2.0 or newer)",
             )
         offsets = self._layer_offsets(layer_counts, first)
+        self.layer_offsets = offsets  # (chunk, pp) -> global index of the block's first layer
+        self.layer_counts = {k: len(v) for k, v in layer_counts.items()}
         n_local_experts = self.arch.num_experts // self.layout.ep if self.arch.num_experts else 0
         for (tp, pp, ep), chunk, file, items in staged:
             for key, value in items:

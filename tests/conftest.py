@@ -6,6 +6,17 @@ from pathlib import Path
 
 import pytest
 
+# pytester's in-process runs restore sys.modules afterwards; transformers' lazy modules break when
+# their submodules vanish under them, so load every class the suite may use before any run.
+from transformers import (  # noqa: F401
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2LMHeadModel,
+    LlamaForCausalLM,
+    MixtralForCausalLM,
+    Qwen2MoeForCausalLM,
+)
+
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent

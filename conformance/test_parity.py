@@ -1,0 +1,183 @@
+"""Parity: the sharded Megatron model and the merged checkpoint compute the same logits."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import torch
+
+from pytest_vla.cache import ArtefactCache
+from pytest_vla.session import VLASession
+from vla_reference.arch import Layout
+from vla_reference.errors import ReleaseError
+from vla_reference.hf import HFSource
+from vla_reference.layout import read_json
+from vla_reference.megatron import MegatronSource
+from vla_reference.parallel import sharded_logits
+from vla_reference.parity import ParityStats, Tolerance, compare_logits, default_tolerance, format_table
+from vla_reference.release import Release
+from vla_reference.safetensors_io import SafetensorsFile
+from vla_reference.shard_writer import check_layout, write_megatron
+
+pytestmark = pytest.mark.parity
+
+LAYOUTS: Final = ("shipped-layout", "alt-layout")
+
+
+@pytest.fixture(scope="module")
+def eval_set(vla_release: Release) -> list[tuple[str, list[int]]]:
+    path = vla_release.root / "golden" / "eval_set.json"
+    if not path.is_file():
+        pytest.skip(f"no golden eval set at {path}")
+    try:
+        data = read_json(path)
+        return [(str(s["name"]), [int(i) for i in s["input_ids"]]) for s in data["sequences"]]
+    except (ReleaseError, KeyError, TypeError, ValueError) as e:
+        pytest.fail(f"golden eval set unreadable: {e} [{path}]. Fix: list sequences of input_ids", pytrace=False)
+
+
+def _load_merged(path: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    # float32 on both sides: the comparison measures layout, not storage precision
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=False).eval()
+
+
+def _merged_logits(model: Any, eval_set: list[tuple[str, list[int]]]) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return [model(torch.tensor([ids])).logits[0].float() for _, ids in eval_set]
+
+
+def _tolerance(session: VLASession, dtype: torch.dtype) -> Tolerance:
+    tol, o = default_tolerance(dtype), session.options
+    return Tolerance(
+        atol=tol.atol if o.logit_atol is None else o.logit_atol,
+        rtol=tol.rtol if o.logit_rtol is None else o.logit_rtol,
+        kl=tol.kl if o.logit_kl is None else o.logit_kl,
+        top1=tol.top1 if o.logit_top1 is None else o.logit_top1,
+    )
+
+
+def _alt_layout(src: MegatronSource) -> Layout | None:
+    """A layout unlike the shipped one: wider TP (fewer query groups than ranks when possible), PP=1."""
+    shipped = src.layout
+    for tp in (shipped.tp * 2, shipped.tp * 4, 2 * src.arch.num_query_groups, 1):
+        layout = Layout(tp=tp, pp=1, ep=1)
+        if layout == Layout(tp=shipped.tp, pp=shipped.pp, ep=shipped.ep):
+            continue
+        try:
+            check_layout(src.arch, layout)
+        except ReleaseError:
+            continue
+        return layout
+    return None
+
+
+def _fail(title: str, comparisons: list[tuple[str, list[ParityStats], Tolerance]], fix: str) -> None:
+    __tracebackhide__ = True
+    blocks = []
+    for label, stats, tol in comparisons:
+        bad = sum(not s.within for s in stats)
+        if bad:
+            blocks.append(
+                f"{label}: {bad} of {len(stats)} sequences out of tolerance ({tol.describe()})\n" + format_table(stats)
+            )
+    if blocks:
+        pytest.fail(f"{title}\n" + "\n\n".join(blocks) + f"\nFix: {fix}", pytrace=False)
+
+
+def _compare(label: str, got: list[torch.Tensor], want: list[torch.Tensor], names: list[str], tol: Tolerance):
+    return label, [compare_logits(n, g, w, tol) for n, g, w in zip(names, got, want, strict=True)], tol
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_logit_parity(
+    layout: str,
+    vla_release: Release,
+    vla_session: VLASession,
+    vla_model_dir: Path,
+    eval_set: list[tuple[str, list[int]]],
+    request: pytest.FixtureRequest,
+) -> None:
+    """The sharded forward (real ranks) equals the merged model in transformers on the golden eval set.
+
+    At the shipped layout the merged model is the shipped one (and the training-side logits, when
+    the release ships them, must agree too); at another layout the training checkpoint is
+    resharded and compared with its own merge, which catches layout-only bugs.
+    """
+    names = [n for n, _ in eval_set]
+    sequences = [ids for _, ids in eval_set]
+    has_ckpt = vla_release.part("checkpoint") is not None
+    if layout == "alt-layout" and not has_ckpt:
+        pytest.skip(f"no Megatron checkpoint at {vla_release.root / 'checkpoint'} (optional part)")
+    comparisons = []
+    if layout == "shipped-layout":
+        merged_dir = vla_model_dir
+        merged = _merged_logits(_load_merged(merged_dir), eval_set)
+        expected = vla_release.root / "golden" / "expected_logits.safetensors"
+        if expected.is_file():
+            ref = SafetensorsFile(expected)
+            missing = [n for n in names if n not in ref]
+            if missing:
+                pytest.fail(
+                    f"expected logits lack {', '.join(missing)} [{expected}]. Fix: record every eval sequence",
+                    pytrace=False,
+                )
+            want = [ref.tensor(n).float() for n in names]
+            comparisons.append(
+                _compare(
+                    "merged model vs training-side logits",
+                    merged,
+                    want,
+                    names,
+                    _tolerance(vla_session, ref.dtype(names[0])),
+                )
+            )
+        if has_ckpt:
+            src: MegatronSource = request.getfixturevalue("vla_checkpoint")
+            sharded = sharded_logits(src, sequences)
+            comparisons.append(
+                _compare(
+                    f"sharded {src.layout.describe()} vs merged model",
+                    sharded,
+                    merged,
+                    names,
+                    _tolerance(vla_session, torch.float32),
+                )
+            )
+        if not comparisons:
+            pytest.skip("nothing to compare the merged model with: no checkpoint and no expected logits")
+        fix = (
+            "the shipped model does not compute what the training checkpoint computes; re-merge it with "
+            "`vla-release merge` and check the failing sequences' worst positions"
+        )
+    else:
+        src = request.getfixturevalue("vla_checkpoint")
+        target = _alt_layout(src)
+        if target is None:
+            pytest.skip("no valid layout other than the shipped one for this model")
+        merged_dir = request.getfixturevalue("vla_merged_checkpoint")
+        cache: ArtefactCache = request.getfixturevalue("vla_artefacts")
+        key = cache.digest(merged_dir)
+        name = f"parity-tp{target.tp}-pp{target.pp}-ep{target.ep}"
+        resharded = cache.build(key, name, lambda dst: write_megatron(HFSource(merged_dir), dst, target, fsync=False))
+        alt = MegatronSource.open(resharded, verify=False)
+        alt.arch = (
+            dataclasses.replace(alt.arch, vocab_size=src.arch.vocab_size) if alt.arch.vocab_size is None else alt.arch
+        )
+        merged = _merged_logits(_load_merged(merged_dir), eval_set)
+        sharded = sharded_logits(alt, sequences)
+        comparisons.append(
+            _compare(
+                f"sharded {target.describe()} (resharded) vs its merge",
+                sharded,
+                merged,
+                names,
+                _tolerance(vla_session, torch.float32),
+            )
+        )
+        fix = "a layout-dependent bug in the converter or the checkpoint's split; inspect the worst positions"
+    _fail(f"logit parity at the {layout}", comparisons, fix)

@@ -1,0 +1,115 @@
+"""Every parity failure mode is caught: on a release broken one way, the parity check fails (only it)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from vla_reference import padded_vocab_size
+
+
+def edit_shipped(release: Path, edit) -> None:
+    f = release / "model/model.safetensors"
+    tensors = load_file(f)
+    edit(tensors)
+    save_file(tensors, f, metadata={"format": "pt"})
+
+
+def permute_groups(t: dict) -> None:
+    """q, k and v of layer 1 with their two query groups swapped (o_proj left alone)."""
+    p = "model.layers.1.self_attn."
+    for name, rows in (("q_proj", 32), ("k_proj", 16), ("v_proj", 16)):
+        w = t[p + name + ".weight"]
+        t[p + name + ".weight"] = torch.cat([w[rows:], w[:rows]])
+
+
+def naive_swiglu(t: dict) -> None:
+    """fc1 ranks concatenated as [g0; u0; g1; u1] and then halved: the classic silent bug."""
+    p = "model.layers.0.mlp."
+    g, u = t[p + "gate_proj.weight"], t[p + "up_proj.weight"]
+    half = g.shape[0] // 2
+    naive = torch.cat([g[:half], u[:half], g[half:], u[half:]])
+    t[p + "gate_proj.weight"], t[p + "up_proj.weight"] = naive[: g.shape[0]].clone(), naive[g.shape[0] :].clone()
+
+
+def keep_padding(release: Path) -> None:
+    cfg_path = release / "model/config.json"
+    cfg = json.loads(cfg_path.read_text())
+    padded = padded_vocab_size(cfg["vocab_size"], 128, 2)
+
+    def pad(t: dict) -> None:
+        for name in ("model.embed_tokens.weight", "lm_head.weight"):
+            e = t[name]
+            t[name] = torch.cat([e, torch.full((padded - e.shape[0], e.shape[1]), 0.5)])
+
+    edit_shipped(release, pad)
+    cfg["vocab_size"] = padded
+    cfg_path.write_text(json.dumps(cfg))
+
+
+def swap_expert(t: dict) -> None:
+    p = "model.layers.0.mlp.experts."
+    for w in ("gate_proj", "up_proj", "down_proj"):
+        a, b = f"{p}0.{w}.weight", f"{p}1.{w}.weight"
+        t[a], t[b] = t[b].clone(), t[a].clone()
+
+
+def drop_layer(release: Path) -> None:
+    cfg_path = release / "model/config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["num_hidden_layers"] -= 1
+    cfg_path.write_text(json.dumps(cfg))
+    last = cfg["num_hidden_layers"]
+    edit_shipped(release, lambda t: [t.pop(k) for k in list(t) if k.startswith(f"model.layers.{last}.")])
+
+
+def norm_from_wrong_rank(release: Path) -> None:
+    """One TP rank's copy of a replicated norm differs: the sharded model uses it, the merge took rank 0's."""
+    f = release / "checkpoint/iter_0001000/mp_rank_01_000/model_optim_rng.pt"
+    state = torch.load(f, weights_only=True)
+    state["model"]["decoder.layers.0.input_layernorm.weight"].mul_(1.5)
+    torch.save(state, f)
+
+
+BREAKS = {
+    "qkv-groups-permuted": ("dense", lambda r: edit_shipped(r, permute_groups)),
+    "swiglu-halves-concatenated-naively": ("dense", lambda r: edit_shipped(r, naive_swiglu)),
+    "padding-rows-kept": ("dense", keep_padding),
+    "one-expert-swapped": ("moe", lambda r: edit_shipped(r, swap_expert)),
+    "layer-dropped": ("dense", drop_layer),
+    "norm-from-the-wrong-rank": ("dense", norm_from_wrong_rank),
+}
+
+
+@pytest.mark.parametrize("name", BREAKS)
+def test_parity_fails(name, golden_copy, run_suite):
+    which, breaker = BREAKS[name]
+    release = golden_copy(which)
+    breaker(release)
+    run = run_suite(release, "-m", "parity")
+    assert list(run.failed) == ["test_logit_parity[shipped-layout]"], run.failed
+    message = run.failed["test_logit_parity[shipped-layout]"]
+    assert "logit parity at the shipped-layout" in message
+    assert re.search(r"sequence\s+tokens\s+max abs\s+max rel\s+KL\s+top-1\s+worst", message), message
+    assert "OUT" in message and "Fix: " in message
+
+
+def test_golden_releases_pass_parity(run_suite):
+    from conftest import GOLDEN
+
+    for name in ("dense", "moe"):
+        run = run_suite(GOLDEN / name, "-m", "parity")
+        assert sorted(run.passed) == ["test_logit_parity[alt-layout]", "test_logit_parity[shipped-layout]"], run
+
+
+def test_tolerance_flags_override_the_defaults(run_suite):
+    from conftest import GOLDEN
+
+    run = run_suite(GOLDEN / "dense", "-m", "parity", "--vla-logit-atol=0", "--vla-logit-rtol=0", "--vla-logit-kl=0")
+    assert "test_logit_parity[shipped-layout]" in run.failed
+    assert "atol 0, rtol 0, KL 0" in run.failed["test_logit_parity[shipped-layout]"]
