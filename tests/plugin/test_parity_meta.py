@@ -113,3 +113,34 @@ def test_tolerance_flags_override_the_defaults(run_suite):
     run = run_suite(GOLDEN / "dense", "-m", "parity", "--vla-logit-atol=0", "--vla-logit-rtol=0", "--vla-logit-kl=0")
     assert "test_logit_parity[shipped-layout]" in run.failed
     assert "atol 0, rtol 0, KL 0" in run.failed["test_logit_parity[shipped-layout]"]
+
+
+def test_alt_layout_check_can_fail(golden_copy, run_suite, pytester):
+    """A split bug that only appears at TP=4 (query groups < TP) fails the other-layout check, and only it."""
+    pytester.makeconftest(
+        """
+        import pytest
+        import vla_reference.shard_writer as w
+
+        _split = w.split_tp
+        patch = pytest.MonkeyPatch()
+
+        def broken(rule, arch, full, *, tp, rank):
+            part = _split(rule, arch, full, tp=tp, rank=rank)
+            if tp == 4 and rank == 3 and rule.template.endswith("linear_qkv.weight"):
+                t = part.tensor().clone()
+                t[-16:] = t[-32:-16].clone()  # V of the shared group overwritten by its K
+                return type(part).of(t)
+            return part
+
+        def pytest_sessionstart(session):
+            patch.setattr(w, "split_tp", broken)
+
+        def pytest_sessionfinish(session):
+            patch.undo()
+        """
+    )
+    release = golden_copy("dense")
+    run = run_suite(release, "-m", "parity", cache=pytester.path / "own-cache")
+    assert list(run.failed) == ["test_logit_parity[alt-layout]"], run.failed
+    assert "sharded TP=4 PP=1 EP=1 (resharded) vs its merge" in run.failed["test_logit_parity[alt-layout]"]
