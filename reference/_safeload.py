@@ -2,16 +2,19 @@
 
 ``torch.load(weights_only=True, mmap=True)``: tensor bytes stay on disk until touched, so the
 optimizer state in the same file is never read. The only classes allowed beyond torch's own
-are ``argparse.Namespace`` (Megatron's ``args``) and ``io.BytesIO`` (Transformer Engine's
-``_extra_state``). Megatron's own enums and dataclasses inside ``args`` are replaced by inert
-stand-ins and reported, so hyperparameters then come from ``arguments.json``. Any other global
-(``os.system``, ``builtins.eval``...) refuses the file before a byte of it is unpickled.
+are ``argparse.Namespace`` / ``types.SimpleNamespace`` (Megatron's ``args``) and ``io.BytesIO``
+(Transformer Engine's ``_extra_state``). The other classes a real Megatron checkpoint holds
+(its own enums and dataclasses in ``args``, numpy's RNG state in ``rng_state``, ``PosixPath``,
+``signal.Signals``, ``torch._C.Generator``) are replaced by inert stand-ins that never call
+the original and are reported. Any other global (``os.system``, ``builtins.eval``...) refuses
+the file before a byte of it is unpickled.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import types
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +27,16 @@ from .errors import MalformedFileError, UnsafeCheckpointError
 
 __all__ = ["Opaque", "LoadedPickle", "load_pt"]
 
-_ALLOWED: Final[tuple[Any, ...]] = (argparse.Namespace, io.BytesIO)
-_ALLOWED_NAMES: Final[frozenset[str]] = frozenset({"argparse.Namespace", "_io.BytesIO", "io.BytesIO"})
-# Classes from these packages may appear inside `args`; they become Opaque, never imported.
-_STAND_IN_PREFIXES: Final[tuple[str, ...]] = ("megatron.", "transformer_engine.", "apex.")
+_ALLOWED: Final[tuple[Any, ...]] = (argparse.Namespace, types.SimpleNamespace, io.BytesIO)
+_ALLOWED_NAMES: Final[frozenset[str]] = frozenset(
+    {"argparse.Namespace", "types.SimpleNamespace", "_io.BytesIO", "io.BytesIO"}
+)
+# Globals a real Megatron checkpoint holds outside the weights (see megatron/core/safe_globals.py);
+# they become Opaque: recorded, never imported, never called.
+_STAND_IN_PREFIXES: Final[tuple[str, ...]] = ("megatron.", "transformer_engine.", "apex.", "numpy.")
+_STAND_IN_NAMES: Final[frozenset[str]] = frozenset(
+    {"pathlib.PosixPath", "pathlib.Path", "pathlib.WindowsPath", "signal.Signals", "torch._C.Generator"}
+)
 
 
 class Opaque:
@@ -69,7 +78,7 @@ def load_pt(path: Path) -> LoadedPickle:
         names = get_unsafe_globals_in_checkpoint(str(path))
     except Exception as e:  # noqa: BLE001 - torch raises bare RuntimeError/UnpicklingError
         raise MalformedFileError(f"unreadable checkpoint: {e}", path=path, fix="re-copy the file") from e
-    stand_ins = sorted(n for n in names if n.startswith(_STAND_IN_PREFIXES))
+    stand_ins = sorted(n for n in names if n.startswith(_STAND_IN_PREFIXES) or n in _STAND_IN_NAMES)
     refused = sorted(set(names) - _ALLOWED_NAMES - set(stand_ins))
     if refused:
         raise UnsafeCheckpointError(

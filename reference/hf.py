@@ -252,7 +252,7 @@ class HFSource:
         return km.codec.from_hf(self.arch, tuple(parts))
 
     def release(self, rows: Rows) -> None:
-        for p in rows.pieces:
+        for p in rows.sources():
             self.pages.release(p)
 
     def describe(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import io
 import logging
+import types
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ def flatten_state(obj: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[st
 
 
 def _namespace_dict(args: Any) -> dict[str, Any] | None:
-    if isinstance(args, argparse.Namespace):
+    if isinstance(args, (argparse.Namespace, types.SimpleNamespace)):
         return vars(args)
     if isinstance(args, Mapping):
         return dict(args)
@@ -357,7 +358,7 @@ class MegatronSource:
         self.release(rows)
 
     def release(self, rows: Rows) -> None:
-        for p in rows.pieces:
+        for p in rows.sources():
             self.pages.release(p)
 
     def describe(self) -> dict[str, Any]:

@@ -12,7 +12,67 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Rows"]
+__all__ = ["Rows", "HCat"]
+
+# Target size of one block when row-parallel shards are joined: big enough to write efficiently,
+# small enough that memory never holds a whole matrix.
+_BLOCK_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class HCat:
+    """Rows ``start:stop`` of shards joined along dim 1, made only when its bytes are needed.
+
+    The merged form of a row-parallel weight is, row by row, every shard's row side by side; as a
+    list of these blocks it streams to disk one small block at a time.
+    """
+
+    shards: tuple[torch.Tensor, ...]
+    start: int
+    stop: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.stop - self.start, sum(int(s.shape[1]) for s in self.shards))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.shards[0].dtype
+
+    @property
+    def is_meta(self) -> bool:
+        return self.shards[0].is_meta
+
+    def numel(self) -> int:
+        rows, cols = self.shape
+        return rows * cols
+
+    def __getitem__(self, rows: slice) -> HCat:
+        lo, hi, _ = rows.indices(self.stop - self.start)
+        return HCat(self.shards, self.start + lo, self.start + hi)
+
+    def to(self, device: str) -> torch.Tensor:
+        return torch.empty(self.shape, dtype=self.dtype, device=device)
+
+    def tensor(self) -> torch.Tensor:
+        return torch.cat([s[self.start : self.stop] for s in self.shards], dim=1)
+
+    def sources(self) -> list[torch.Tensor]:
+        return [s[self.start : self.stop] for s in self.shards]
+
+    @staticmethod
+    def blocks(shards: list[torch.Tensor]) -> list[HCat]:
+        rows = int(shards[0].shape[0])
+        row_bytes = max(sum(int(s.shape[1]) for s in shards) * shards[0].element_size(), 1)
+        step = max(_BLOCK_BYTES // row_bytes, 1)
+        return [HCat(tuple(shards), a, min(a + step, rows)) for a in range(0, rows, step)]
+
+
+Piece = torch.Tensor | HCat
+
+
+def _materialize(p: Piece) -> torch.Tensor:
+    return p.tensor() if isinstance(p, HCat) else p
 
 
 @dataclass(frozen=True)
@@ -25,7 +85,7 @@ class Rows:
 
     shape: tuple[int, ...]
     dtype: torch.dtype
-    pieces: tuple[torch.Tensor, ...]
+    pieces: tuple[Piece, ...]
 
     @staticmethod
     def of(tensor: torch.Tensor) -> Rows:
@@ -43,9 +103,18 @@ class Rows:
         return Rows((rows, *first.shape[1:]), first.dtype, tuple(x for p in parts for x in p.pieces))
 
     @staticmethod
+    def hcat(shards: list[torch.Tensor]) -> Rows:
+        """Shards joined along dim 1 (row-parallel merge), as lazily-made row blocks."""
+        if any(s.is_meta for s in shards):
+            rows, cols = int(shards[0].shape[0]), sum(int(s.shape[1]) for s in shards)
+            return Rows.of(torch.empty((rows, cols), dtype=shards[0].dtype, device="meta"))
+        blocks = HCat.blocks(shards)
+        return Rows((int(shards[0].shape[0]), blocks[0].shape[1]), shards[0].dtype, tuple(blocks))
+
+    @staticmethod
     def zeros(rows: int, like: Rows) -> Rows:
-        device = like.pieces[0].device if like.pieces else torch.device("cpu")
-        return Rows.of(torch.zeros((rows, *like.shape[1:]), dtype=like.dtype, device=device))
+        meta = bool(like.pieces) and like.is_meta
+        return Rows.of(torch.zeros((rows, *like.shape[1:]), dtype=like.dtype, device="meta" if meta else "cpu"))
 
     @property
     def rows(self) -> int:
@@ -66,7 +135,7 @@ class Rows:
         """Rows ``start:stop``, still as views."""
         if not 0 <= start <= stop <= self.rows:
             raise IndexError(f"rows {start}:{stop} outside {self.rows}")
-        out: list[torch.Tensor] = []
+        out: list[Piece] = []
         offset = 0
         for p in self.pieces:
             n = p.shape[0]
@@ -91,11 +160,11 @@ class Rows:
     def tensor(self) -> torch.Tensor:
         """The tensor itself (copies when there is more than one piece)."""
         if len(self.pieces) == 1:
-            t = self.pieces[0]
+            t = _materialize(self.pieces[0])
         elif not self.pieces:
             t = torch.empty(self.shape, dtype=self.dtype)
         else:
-            t = torch.cat(self.pieces, dim=0)
+            t = torch.cat([_materialize(p) for p in self.pieces], dim=0)
         return t.reshape(self.shape)
 
     def meta(self) -> Rows:
@@ -104,11 +173,19 @@ class Rows:
 
     def byte_chunks(self) -> Iterator[memoryview]:
         """The bytes of the tensor, piece by piece, without concatenating."""
-        for p in self.pieces:
-            if p.numel() == 0:
+        for piece in self.pieces:
+            if piece.numel() == 0:
                 continue
+            p = _materialize(piece)
             flat = p.contiguous().reshape(-1).view(torch.uint8)
             yield memoryview(flat.numpy()).cast("B")  # type: ignore[arg-type]  # ndarray is a buffer
+
+    def sources(self) -> list[torch.Tensor]:
+        """The tensors the bytes come from (shard views), for giving their pages back."""
+        out: list[torch.Tensor] = []
+        for p in self.pieces:
+            out.extend(p.sources() if isinstance(p, HCat) else [p])
+        return out
 
     def equal(self, other: Rows) -> bool:
         return self.shape == other.shape and self.dtype == other.dtype and torch.equal(self.tensor(), other.tensor())

@@ -78,8 +78,11 @@ def _stage_keys(arch: Arch, layout: Layout, pp: int) -> list[tuple[str, str]]:
 
 
 def _owned(tensor: torch.Tensor) -> torch.Tensor:
-    """A compact copy: torch.save writes whole storages, so never save a view into a file map."""
-    return tensor.contiguous().clone()
+    """A tensor that owns exactly its bytes: torch.save writes whole storages, so never a view."""
+    t = tensor.contiguous()
+    if t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size():
+        return t  # already compact (made by cat/contiguous): no second copy
+    return t.clone()
 
 
 def write_megatron(

@@ -97,8 +97,7 @@ def merge_tp(
             _check_replicas(shards, names, key)
         return shards[0]
     if rule.split is Split.ROW:
-        tensors = [s.tensor() for s in shards]
-        return Rows.of(torch.cat(tensors, dim=1))
+        return Rows.hcat([s.tensor() for s in shards])
     segments: list[tuple[int, int, int, int]] = []  # canonical start, stop, rank, local start
     for rank in range(tp):
         local = 0

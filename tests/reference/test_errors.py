@@ -225,3 +225,18 @@ def test_bad_tracker(ckpt, tmp_path):
 def test_json_args_are_accepted(ckpt, tmp_path):
     args = json.loads((ckpt / "release/arguments.json").read_text())
     assert args["tensor_model_parallel_size"] == 2
+
+
+def test_real_training_state_loads_without_running_anything(ckpt, tmp_path):
+    """numpy RNG state, a PosixPath and a Generator (what real Megatron saves) become inert stand-ins."""
+    import pathlib
+
+    import numpy as np
+
+    for f in (ckpt / "release").glob("*/model_optim_rng.pt"):
+        state = torch.load(f, weights_only=True)
+        state["rng_state"] = [{"np_rng_state": np.random.get_state(), "random_rng_state": (3, (1, 2), None)}]
+        state["args"]["save"] = pathlib.PosixPath("/ckpt")
+        torch.save(state, f)
+    merge(ckpt, tmp_path / "out", fsync=False)
+    assert (tmp_path / "out/model.safetensors").is_file()
