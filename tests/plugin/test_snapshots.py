@@ -1,0 +1,51 @@
+"""The tensor snapshot format: exact integers, floats within one 8-bit level, readable differences."""
+
+from __future__ import annotations
+
+import torch
+
+from pytest_vla.snapshots import SnapshotData, compare, parse, serialize
+
+
+def snap(**outputs):
+    return serialize(SnapshotData(outputs, {"release_version": "1.0.0", "processor_config": {"image": {"size": 32}}}))
+
+
+def test_round_trip_through_text():
+    ids = torch.tensor([[5, 6, 7, 8]])
+    text = snap(input_ids=ids, pixels=torch.linspace(-2.0, 2.0, 64).reshape(1, 4, 4, 4), note="x")
+    header, entries = parse(text)
+    assert header["release_version"] == "1.0.0"
+    assert entries["input_ids"].ints == (5, 6, 7, 8) and entries["input_ids"].shape == (1, 4)
+    assert entries["pixels"].dtype == "float32" and entries["pixels"].shape == (1, 4, 4, 4)
+    assert compare(text, text) == []
+
+
+def test_integers_are_exact():
+    a, b = snap(ids=torch.tensor([1, 2, 3])), snap(ids=torch.tensor([1, 9, 3]))
+    assert compare(b, a)[0] == "ids: 1 of 3 values differ; first at (1,): 9, recorded 2"
+
+
+def test_floats_within_one_level_match_and_beyond_do_not():
+    x = torch.linspace(0.0, 1.0, 256)
+    level = 1.0 / 255
+    assert compare(snap(x=x + 0.6 * level), snap(x=x)) == []
+    diff = compare(snap(x=x + 3 * level), snap(x=x))
+    assert diff[0].startswith("x: ") and "off by more than one 8-bit level" in diff[0]
+
+
+def test_dtype_and_shape_are_strict():
+    x = torch.zeros(2, 3)
+    assert compare(snap(x=x.double()), snap(x=x))[0] == "x: float64 [2, 3], recorded float32 [2, 3]"
+    assert compare(snap(x=x.reshape(3, 2)), snap(x=x))[0] == "x: float32 [3, 2], recorded float32 [2, 3]"
+
+
+def test_changed_config_key_is_named():
+    recorded = serialize(SnapshotData({"x": torch.ones(3)}, {"processor_config": {"image": {"mean": [0.5]}}}))
+    received = serialize(SnapshotData({"x": torch.ones(3) * 2}, {"processor_config": {"image": {"mean": [0.485]}}}))
+    assert "processor config image.mean: [0.485], recorded [0.5]" in compare(received, recorded)
+
+
+def test_missing_and_extra_outputs():
+    diff = compare(snap(a=torch.ones(1)), snap(b=torch.ones(1)))
+    assert "b: missing from the outputs" in diff and "a: not in the snapshot" in diff
