@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from vla_reference.card import ModelCard, find_card, read_card
 from vla_reference.convert import merge, tokenizer_vocab_size
 from vla_reference.errors import ReleaseError
 from vla_reference.megatron import MegatronSource
@@ -26,6 +27,10 @@ __all__ = [
     "vla_merged_checkpoint",
     "vla_model",
     "vla_tokenizer",
+    "vla_tokenizer_package",
+    "vla_baseline_tokenizer_package",
+    "vla_raw_tokenizer",
+    "vla_card",
 ]
 
 
@@ -147,3 +152,48 @@ def vla_tokenizer(vla_model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(vla_model_dir)
+
+
+@pytest.fixture(scope="session")
+def vla_tokenizer_package(vla_model_dir: Path) -> Any:
+    """The tokenizer package of ``model/`` as written, file by file (``vla_reference.tokenizer_package``)."""
+    from vla_reference.tokenizer_package import read_tokenizer_package
+
+    return read_tokenizer_package(vla_model_dir)
+
+
+@pytest.fixture(scope="session")
+def vla_baseline_tokenizer_package(vla_baseline: Release) -> Any:
+    """The baseline's tokenizer package as written; skips without ``--vla-baseline``."""
+    from vla_reference.tokenizer_package import read_tokenizer_package
+
+    return read_tokenizer_package(vla_baseline.root / "model")
+
+
+@pytest.fixture(scope="session")
+def vla_raw_tokenizer(vla_tokenizer_package: Any) -> Any:
+    """``model/tokenizer.json`` loaded by ``tokenizers`` alone, as a non-transformers runtime sees it.
+
+    Skips when tokenizer.json is absent or unparsable (the package check reports it).
+    """
+    if not vla_tokenizer_package.readable("tokenizer.json"):
+        pytest.skip(f"no readable {vla_tokenizer_package.path('tokenizer.json')} (reported by test_package_complete)")
+    try:
+        return vla_tokenizer_package.load()
+    except ReleaseError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vla_card(vla_release: Release) -> ModelCard:
+    """The model card (``model/README.md`` or ``MODEL_CARD.md``) parsed; skips without one.
+
+    A missing or unreadable card is reported by ``test_card_present``.
+    """
+    path = find_card(vla_release.root)
+    if path is None:
+        pytest.skip(f"no model card at {vla_release.root / 'model' / 'README.md'} (reported by test_card_present)")
+    try:
+        return read_card(path)
+    except ReleaseError as e:
+        pytest.skip(f"cannot read the model card (reported by test_card_present): {e}")

@@ -1,6 +1,7 @@
-"""``vla-release``: merge, reshard and inspect checkpoints from the command line.
+"""``vla-release``: merge, reshard and inspect checkpoints; lint model cards; write manifests.
 
-Exit codes: 0 success, 1 a conversion error (the message names the file and key), 2 usage.
+Exit codes: 0 success, 1 a conversion error (the message names the file and key) or findings
+(``card``, ``manifest --check``), 2 usage.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ReleaseError
+from .metadata_cli import add_card_parser, add_manifest_parser, run_card, run_manifest
 from .safetensors_io import parse_size
 
 __all__ = ["main", "build_parser"]
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("src", type=Path)
     i.add_argument("--json", action="store_true", help="machine-readable output")
     vocab_opts(i)
+    add_card_parser(sub)
+    add_manifest_parser(sub)
     return p
 
 
@@ -145,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     logging.basicConfig(level=logging.WARNING, format="vla-release: %(levelname)s: %(message)s")
+    if args.command in ("card", "manifest"):
+        try:
+            return (run_card if args.command == "card" else run_manifest)(args, print)
+        except ReleaseError as e:
+            print(f"vla-release: error: {e}", file=sys.stderr)
+            return 1
     from .convert import merge, reshard
 
     progress = _Progress(not args.quiet and args.command != "inspect" and sys.stderr.isatty(), args.command)

@@ -217,7 +217,7 @@ def _matrix(arch: Arch, layout: Layout, name: str) -> dict[str, dict[str, Any]]:
         "tensor-model-parallel-size": layout.tp,
         "pipeline-model-parallel-size": layout.pp,
         "expert-model-parallel-size": layout.ep,
-        "precision": "fp32",
+        "precision": "bf16" if arch.params_dtype == torch.bfloat16 else "fp32",
     }
     return {
         f"{name}.json": tiny,
@@ -368,12 +368,38 @@ def _eval_set(tok: Any, arch: Arch, weights: dict[str, torch.Tensor], dst: Path)
             write_rows(f, r)
 
 
+def _processor(tok_dir: Path, seed: int) -> Any:
+    """The reference VLAProcessor around the tokenizer just built (imported here: transformers is slow)."""
+    from transformers import AutoTokenizer
+
+    from .processor import reference_processor
+
+    return reference_processor(AutoTokenizer.from_pretrained(tok_dir), seed=seed)
+
+
+def _record_snapshots(model_dir: Path, root: Path, version: str) -> None:
+    """The preprocessing snapshots, recorded with the processor as a user loads it from ``model/``."""
+    from transformers import AutoProcessor
+
+    from .preprocessing_cases import CASES, record, snapshot_file
+    from .processor import PROCESSOR_CONFIG
+    from .snapshot_format import serialize
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    config = json.loads((model_dir / PROCESSOR_CONFIG).read_text())
+    for case in CASES:
+        f = snapshot_file(root, case)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(serialize(record(processor, case, version=version, processor_config=config)))
+
+
 def build_release(spec: GoldenSpec, dst: Path, *, version: str = "1.0.0") -> None:
     """Build one golden release at ``dst`` (atomically)."""
     with atomic_dir(dst, overwrite=True, fsync=False) as tmp:
         model_dir = tmp / "model"
         tok_dir = tmp / "tokenizer-build"
         tok = build_tokenizer(tok_dir)
+        processor = _processor(tok_dir, spec.seed)
         vocab = tok.get_vocab_size()
         arch = dataclasses.replace(spec.arch, vocab_size=vocab, padded_vocab_size=vocab)
         weights = random_weights(arch, seed=spec.seed, dtype=arch.params_dtype)
@@ -382,10 +408,14 @@ def build_release(spec: GoldenSpec, dst: Path, *, version: str = "1.0.0") -> Non
             "eos_token_id": tok.token_to_id(SPECIAL_TOKENS.eos),
             "pad_token_id": tok.token_to_id(SPECIAL_TOKENS.pad),
         }
-        write_hf(DictSource(arch, weights), model_dir, fsync=False, config_overrides=ids)
+        # the action statistics are mirrored in config.json, derived from the processor's
+        norm_stats = processor.vla.actions.to_json()["norm_stats"]
+        write_hf(DictSource(arch, weights), model_dir, fsync=False, config_overrides={**ids, "norm_stats": norm_stats})
         for f in sorted(tok_dir.iterdir()):
             shutil.move(str(f), model_dir / f.name)
         tok_dir.rmdir()
+        for name, data in sorted(processor.processor_files().items()):  # configs and codebooks
+            (model_dir / name).write_bytes(data)
         (model_dir / "generation_config.json").write_text(
             _dump({**ids, "max_length": arch.max_position_embeddings, "do_sample": False})
         )
@@ -396,6 +426,7 @@ def build_release(spec: GoldenSpec, dst: Path, *, version: str = "1.0.0") -> Non
         golden = tmp / "golden"
         golden.mkdir()
         _eval_set(tok, arch, weights, golden)
+        _record_snapshots(model_dir, tmp, version)
         (tmp / "configs").mkdir()
         config_name = f"vla-driver-tiny-{spec.dirname}"
         for fname, cfg in _matrix(arch, spec.layout, config_name).items():

@@ -1,22 +1,32 @@
 """The reference tokenizer package: a byte-level BPE plus the VLA tokens, written atomically.
 
-Files (the chapter's atomic unit): tokenizer.json, vocab.json, merges.txt,
-special_tokens_map.json, added_tokens.json, tokenizer_config.json. Same inputs, same bytes.
+Files (the chapter's atomic unit, see :data:`PACKAGE_FILES`): tokenizer.json, vocab.json,
+merges.txt, special_tokens_map.json, added_tokens.json, tokenizer_config.json. Every file is
+derived from one ``tokenizers.Tokenizer``, so they agree by construction; same inputs, same bytes.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Final
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from ._fs import atomic_dir, fsync_file
+from .errors import ReleaseError
+
 __all__ = [
+    "PackageFile",
+    "PACKAGE_FILES",
     "TOKENIZER_FILES",
+    "SpecialTokens",
     "SPECIAL_TOKENS",
     "VLA_TOKENS",
     "N_VISUAL_CODES",
@@ -25,24 +35,45 @@ __all__ = [
     "N_TIMESTAMPS",
     "build_tokenizer",
     "bundled_corpus",
+    "byte_level_decoder",
+    "mangled_by_byte_level",
+    "package_files",
+    "write_tokenizer_package",
 ]
 
-TOKENIZER_FILES: Final[tuple[str, ...]] = (
-    "tokenizer.json",
-    "vocab.json",
-    "merges.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer_config.json",
+
+@dataclass(frozen=True)
+class PackageFile:
+    """One file of the tokenizer package and who reads it."""
+
+    name: str
+    holds: str
+    bpe_only: bool = False  # vocab.json and merges.txt exist only for a BPE model
+
+
+PACKAGE_FILES: Final[tuple[PackageFile, ...]] = (
+    PackageFile("tokenizer.json", "the model, added tokens with IDs and flags; what tokenizers and transformers load"),
+    PackageFile("vocab.json", "the BPE vocabulary, token -> ID (slow tokenizers, other runtimes)", bpe_only=True),
+    PackageFile("merges.txt", "the BPE merges in rank order (slow tokenizers, other runtimes)", bpe_only=True),
+    PackageFile("special_tokens_map.json", "role tokens and additional_special_tokens (transformers 4)"),
+    PackageFile("added_tokens.json", "added token -> ID (slow tokenizers)"),
+    PackageFile("tokenizer_config.json", "roles, extra_special_tokens, added_tokens_decoder (transformers 5)"),
 )
+TOKENIZER_FILES: Final[tuple[str, ...]] = tuple(f.name for f in PACKAGE_FILES)
 
 
 @dataclass(frozen=True)
 class SpecialTokens:
+    """The role tokens: beginning and end of text, padding, unknown."""
+
     bos: str = "<|begin_of_text|>"
     eos: str = "<|end_of_text|>"
     pad: str = "<|pad|>"
     unk: str = "<|unk|>"
+
+    def by_role(self) -> dict[str, str]:
+        """``{"bos": ..., "eos": ..., "pad": ..., "unk": ...}``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 SPECIAL_TOKENS: Final = SpecialTokens()
@@ -144,12 +175,153 @@ def _vla_tokens() -> tuple[str, ...]:
 VLA_TOKENS: Final[tuple[str, ...]] = _vla_tokens()
 
 
+def _byte_chars() -> dict[int, str]:
+    """GPT-2's byte -> printable character table, which the ByteLevel pre-tokenizer and decoder use."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
+
+
+BYTE_CHARS: Final[dict[int, str]] = _byte_chars()
+_CHAR_BYTES: Final[dict[str, int]] = {c: b for b, c in BYTE_CHARS.items()}
+
+
+def mangled_by_byte_level(token: str) -> bool:
+    """The ByteLevel decoder would corrupt this added token.
+
+    It maps a token made only of table characters back to one byte per character, added tokens
+    included (huggingface/tokenizers#1392): ``<|ipa_ð|>`` decodes to ``<|ipa_\ufffd|>``.
+    """
+    if not all(c in _CHAR_BYTES for c in token):
+        return False  # the decoder passes such a token through as it is
+    return bytes(_CHAR_BYTES[c] for c in token).decode("utf-8", errors="replace") != token
+
+
+def byte_level_decoder(added: Sequence[str]) -> decoders.Decoder:
+    """A ByteLevel decoder that decodes every token of ``added`` to itself.
+
+    Each token :func:`mangled_by_byte_level` is first replaced by its byte-level spelling, which
+    the ByteLevel decoder turns back into the token. Base tokens are never affected: their
+    byte-level spelling of valid UTF-8 cannot contain an added token's raw Latin-1 text.
+    """
+    fixes = [decoders.Replace(t, "".join(BYTE_CHARS[b] for b in t.encode())) for t in added if mangled_by_byte_level(t)]
+    return decoders.Sequence([*fixes, decoders.ByteLevel()]) if fixes else decoders.ByteLevel()
+
+
 def bundled_corpus() -> str:
+    """The small English driving corpus the reference BPE is trained on."""
     return resources.files(__package__).joinpath("data/corpus.txt").read_text(encoding="utf-8")
 
 
-def _dump(obj: object) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+def _dump(obj: object) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode()
+
+
+def _flags(token: AddedToken) -> dict[str, object]:
+    return {
+        "content": token.content,
+        "special": token.special,
+        "normalized": token.normalized,
+        "lstrip": token.lstrip,
+        "rstrip": token.rstrip,
+        "single_word": token.single_word,
+    }
+
+
+def package_files(
+    tokenizer: Tokenizer, *, special_tokens: SpecialTokens = SPECIAL_TOKENS, model_max_length: int = 4096
+) -> dict[str, bytes]:
+    """The bytes of every package file, all derived from ``tokenizer`` (deterministic).
+
+    Raises:
+        ReleaseError: a role token is not in the tokenizer, or the model is not a BPE.
+    """
+    spec = json.loads(tokenizer.to_str())
+    model = spec["model"]
+    if model.get("type") != "BPE":
+        raise ReleaseError(
+            f"the tokenizer model is {model.get('type')!r}; vocab.json and merges.txt need a BPE",
+            key="model.type",
+            fix="train a byte-level BPE (build_tokenizer) or ship your runtime's own files",
+        )
+    roles = special_tokens.by_role()
+    for role, token in roles.items():
+        if tokenizer.token_to_id(token) is None:
+            raise ReleaseError(
+                f"{role} token {token!r} is not in the tokenizer",
+                key=f"{role}_token",
+                fix="add it with tokenizer.add_special_tokens before writing the package",
+            )
+    added = sorted(tokenizer.get_added_tokens_decoder().items())
+    extra = [t.content for _, t in added if t.special and t.content not in roles.values()]
+    merges = ["#version: 0.2"] + [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
+    role_keys = {f"{role}_token": token for role, token in roles.items()}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": model_max_length,
+        **role_keys,
+        "extra_special_tokens": extra,
+        "clean_up_tokenization_spaces": False,
+        "added_tokens_decoder": {str(i): _flags(t) for i, t in added},
+    }
+    return {
+        "tokenizer.json": (tokenizer.to_str(pretty=True) + "\n").encode(),
+        "vocab.json": _dump(model["vocab"]),
+        "merges.txt": ("\n".join(merges) + "\n").encode(),
+        "special_tokens_map.json": _dump({**role_keys, "additional_special_tokens": extra}),
+        "added_tokens.json": _dump({t.content: i for i, t in added}),
+        "tokenizer_config.json": _dump(config),
+    }
+
+
+def _install(out_dir: Path, files: Mapping[str, bytes], *, fsync: bool) -> None:
+    """Write every file to a staging directory first, then rename each into place.
+
+    A failure while writing leaves ``out_dir`` as it was: never a package half old, half new.
+    """
+    if not out_dir.exists():
+        with atomic_dir(out_dir, fsync=fsync) as tmp:
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+        return
+    stage = Path(tempfile.mkdtemp(prefix=".tokenizer-package.tmp-", dir=out_dir))
+    try:
+        for name, data in files.items():
+            (stage / name).write_bytes(data)
+            if fsync:
+                fsync_file(stage / name)
+        for name in files:
+            os.replace(stage / name, out_dir / name)
+        if fsync:
+            fsync_file(out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_tokenizer_package(
+    tokenizer: Tokenizer,
+    out_dir: Path,
+    *,
+    special_tokens: SpecialTokens = SPECIAL_TOKENS,
+    model_max_length: int = 4096,
+    fsync: bool = True,
+) -> None:
+    """Write the six package files of ``tokenizer`` into ``out_dir``, all or none.
+
+    Use it to complete a package that transformers 5 saved (it writes only tokenizer.json and
+    tokenizer_config.json), or after adding tokens for a fine-tune: new tokens get IDs after
+    the largest existing one, so every released ID stays put.
+
+    Example:
+        >>> tok = Tokenizer.from_file("model/tokenizer.json")      # doctest: +SKIP
+        >>> tok.add_special_tokens([AddedToken("<|act:reverse|>", special=True, normalized=False)])  # doctest: +SKIP
+        >>> write_tokenizer_package(tok, Path("model"))           # doctest: +SKIP
+    """
+    _install(
+        Path(out_dir),
+        package_files(tokenizer, special_tokens=special_tokens, model_max_length=model_max_length),
+        fsync=fsync,
+    )
 
 
 def build_tokenizer(
@@ -159,18 +331,22 @@ def build_tokenizer(
     base_vocab_size: int = 320,
     extra_tokens: Sequence[str] = (),
     model_max_length: int = 4096,
+    fsync: bool = False,
 ) -> Tokenizer:
     """Train a byte-level BPE on ``corpus`` and write the whole package into ``out_dir``.
 
     The four special tokens come first (ids 0..3), then the BPE vocabulary, then
-    :data:`VLA_TOKENS` and ``extra_tokens`` in order.
+    :data:`VLA_TOKENS` and ``extra_tokens`` in order; the decoder gives every added token back
+    unchanged (:func:`byte_level_decoder`). The package is written atomically
+    (:func:`write_tokenizer_package`); the same arguments give the same bytes.
 
     Example:
         >>> tok = build_tokenizer(Path("model"))  # doctest: +SKIP
         >>> tok.token_to_id("<|image|>")          # doctest: +SKIP
+        320
     """
     lines = list(corpus) if corpus is not None else bundled_corpus().splitlines()
-    specials = [SPECIAL_TOKENS.bos, SPECIAL_TOKENS.eos, SPECIAL_TOKENS.pad, SPECIAL_TOKENS.unk]
+    specials = list(SPECIAL_TOKENS.by_role().values())
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
@@ -182,42 +358,6 @@ def build_tokenizer(
     )
     tok.train_from_iterator(lines, trainer)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (*VLA_TOKENS, *extra_tokens)])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "tokenizer.json").write_text(tok.to_str(pretty=True) + "\n", encoding="utf-8")
-    model = json.loads(tok.to_str())["model"]
-    (out_dir / "vocab.json").write_text(_dump(model["vocab"]), encoding="utf-8")
-    merges = ["#version: 0.2"] + [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
-    (out_dir / "merges.txt").write_text("\n".join(merges) + "\n", encoding="utf-8")
-    added = {t: tok.token_to_id(t) for t in (*specials, *VLA_TOKENS, *extra_tokens)}
-    (out_dir / "added_tokens.json").write_text(_dump(added), encoding="utf-8")
-    special_map = {
-        "bos_token": SPECIAL_TOKENS.bos,
-        "eos_token": SPECIAL_TOKENS.eos,
-        "pad_token": SPECIAL_TOKENS.pad,
-        "unk_token": SPECIAL_TOKENS.unk,
-        "additional_special_tokens": list(VLA_TOKENS) + list(extra_tokens),
-    }
-    (out_dir / "special_tokens_map.json").write_text(_dump(special_map), encoding="utf-8")
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": model_max_length,
-        "bos_token": SPECIAL_TOKENS.bos,
-        "eos_token": SPECIAL_TOKENS.eos,
-        "pad_token": SPECIAL_TOKENS.pad,
-        "unk_token": SPECIAL_TOKENS.unk,
-        "extra_special_tokens": list(VLA_TOKENS) + list(extra_tokens),
-        "clean_up_tokenization_spaces": False,
-        "added_tokens_decoder": {
-            str(i): {
-                "content": t,
-                "special": True,
-                "normalized": False,
-                "lstrip": False,
-                "rstrip": False,
-                "single_word": False,
-            }
-            for t, i in added.items()
-        },
-    }
-    (out_dir / "tokenizer_config.json").write_text(_dump(config), encoding="utf-8")
+    tok.decoder = byte_level_decoder([*VLA_TOKENS, *extra_tokens])
+    write_tokenizer_package(tok, out_dir, model_max_length=model_max_length, fsync=fsync)
     return tok

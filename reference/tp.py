@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from .arch import Arch
 from .errors import LayoutError, ShardMismatchError
 from .rows import Rows

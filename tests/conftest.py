@@ -17,6 +17,8 @@ from transformers import (  # noqa: F401
     Qwen2MoeForCausalLM,
 )
 
+import vla_reference.processor  # noqa: E402,F401 - registers with transformers' Auto classes once, before any run
+
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent

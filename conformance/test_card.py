@@ -1,0 +1,133 @@
+"""Model card conformance: the card is complete, free of placeholders, and true to the release."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from pytest_vla.findings import Findings
+from vla_reference.card import CARD_NAMES, ModelCard, find_card, lint_card, read_card
+from vla_reference.card_release import (
+    check_context_length,
+    check_license,
+    check_limitation_topics,
+    check_parameters,
+    check_release_date,
+    check_version,
+    config_context_length,
+)
+from vla_reference.card_rules import SECTION_KEYS
+from vla_reference.errors import ReleaseError
+from vla_reference.layout import read_json
+from vla_reference.licenses import license_files
+from vla_reference.problems import Problem
+from vla_reference.release import Release
+from vla_reference.weights import count_parameters
+
+pytestmark = pytest.mark.card
+
+
+def _report(findings: Findings, problems: Iterable[Problem]) -> None:
+    __tracebackhide__ = True
+    for p in problems:
+        observed = f"{p.observed} (line {p.line})" if p.line and "(line" not in p.observed else p.observed
+        findings.add(p.what, observed, p.expected, file=p.path, key=p.key, fix=p.fix)
+    findings.check()
+
+
+def test_card_present(vla_release: Release) -> None:
+    """The release has a model card (model/README.md or MODEL_CARD.md), UTF-8, with valid YAML front matter."""
+    findings = Findings("model card", vla_release.root)
+    path = find_card(vla_release.root)
+    if path is None:
+        findings.add(
+            "model card missing",
+            f"none of {', '.join(f'model/{n}' for n in CARD_NAMES)}, MODEL_CARD.md",
+            "model/README.md",
+            file=vla_release.root / "model",
+            fix="write the model card as model/README.md (YAML front matter + Markdown sections)",
+        )
+        findings.check()
+        return
+    try:
+        card = read_card(path)
+    except ReleaseError as e:
+        findings.add_error(e, "model card unreadable")
+        findings.check()
+        return
+    _report(findings, lint_card(card).of("front_matter"))
+
+
+@pytest.mark.parametrize("section", SECTION_KEYS)
+def test_card_section(section: str, vla_release: Release, vla_card: ModelCard) -> None:
+    """The card has this section, written (not placeholders), with everything the chapter lists in it."""
+    report = lint_card(vla_card)
+    _report(Findings(f"model card: {section}", vla_release.root), report.of("section", section))
+
+
+def test_card_has_no_placeholders(vla_release: Release, vla_card: ModelCard) -> None:
+    """No template text is left: [More Information Needed], TODO/TBD, example domains, HTML comments, empty sections."""
+    _report(Findings("model card placeholders", vla_release.root), lint_card(vla_card).of("placeholder"))
+
+
+def test_card_limitations_cover_the_chapter_topics(vla_release: Release, vla_card: ModelCard) -> None:
+    """The limitations discuss factuality, robustness, bias and causal reasoning (chapter 24.5)."""
+    _report(Findings("model card limitations", vla_release.root), check_limitation_topics(vla_card))
+
+
+def test_card_license(vla_release: Release, vla_card: ModelCard) -> None:
+    """The license is a valid SPDX identifier, stated consistently, and matches a LICENSE file if there is one."""
+    problems = lint_card(vla_card).of("license")
+    problems += check_license(vla_card, license_files(vla_release.root, vla_release.root / "model"))
+    _report(Findings("model card license", vla_release.root), problems)
+
+
+def test_card_version_matches_release(vla_release: Release, vla_card: ModelCard) -> None:
+    """The version the card states is release.json's version."""
+    findings = Findings("model card version", vla_release.root)
+    try:
+        version = str(vla_release.manifest.get("version") or "")
+    except ReleaseError as e:
+        findings.add_error(e, "release.json unreadable")
+        findings.check()
+    if not version:
+        pytest.skip("release.json states no version (reported by test_version_is_strict_semver)")
+    _report(findings, check_version(vla_card, version))
+
+
+def test_card_release_date(vla_release: Release, vla_card: ModelCard) -> None:
+    """The release date is ISO 8601, not in the future, and release.json's date."""
+    findings = Findings("model card release date", vla_release.root)
+    try:
+        date = vla_release.manifest.get("date")
+    except ReleaseError as e:
+        findings.add_error(e, "release.json unreadable")
+        findings.check()
+    problems = lint_card(vla_card).of("release_date")
+    problems += check_release_date(vla_card, str(date) if date else None, today=dt.date.today())
+    _report(findings, problems)
+
+
+def test_card_parameter_count(vla_release: Release, vla_card: ModelCard, vla_model_dir: Path) -> None:
+    """A parameter count stated in the card is within 5% of the shipped weights."""
+    findings = Findings("model card parameter count", vla_release.root)
+    try:
+        actual = count_parameters(vla_model_dir)
+    except ReleaseError as e:
+        findings.add_error(e, "weights unreadable")
+        findings.check()
+    _report(findings, check_parameters(vla_card, actual))
+
+
+def test_card_context_length(vla_release: Release, vla_card: ModelCard, vla_model_dir: Path) -> None:
+    """A context length stated in the card is config.json's."""
+    findings = Findings("model card context length", vla_release.root)
+    try:
+        config = read_json(vla_model_dir / "config.json")
+    except ReleaseError as e:
+        findings.add_error(e, "config.json unreadable")
+        findings.check()
+    _report(findings, check_context_length(vla_card, config_context_length(config)))

@@ -1,0 +1,80 @@
+"""Manifest conformance: release.json lists every file of the release with its size and SHA-256."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from pytest_vla.findings import Findings
+from vla_reference.errors import ReleaseError
+from vla_reference.manifest import (
+    MANIFEST,
+    Listed,
+    check_missing,
+    check_paths,
+    check_unlisted,
+    find_mismatches,
+    listed_files,
+    listed_names,
+    mismatch_problems,
+    mismatch_table,
+    scan_release,
+)
+from vla_reference.problems import Problem
+from vla_reference.release import Release
+
+pytestmark = pytest.mark.manifest
+
+
+def _report(findings: Findings, problems: Iterable[Problem]) -> None:
+    __tracebackhide__ = True
+    for p in problems:
+        findings.add(p.what, p.observed, p.expected, file=p.path, key=p.key, fix=p.fix)
+    findings.check()
+
+
+def _listed(release: Release) -> tuple[dict[str, Listed], list[Problem]]:
+    try:
+        manifest = release.manifest
+    except ReleaseError as e:
+        pytest.fail(f"release.json unreadable: {e}", pytrace=False)
+    return listed_files(manifest, path=release.root / MANIFEST)
+
+
+def test_manifest_entries_well_formed(vla_release: Release) -> None:
+    """release.json has a 'files' object whose every entry has a byte size and a SHA-256 hex digest."""
+    _, problems = _listed(vla_release)
+    _report(Findings("manifest entries", vla_release.root), problems)
+
+
+def test_no_listed_file_missing(vla_release: Release) -> None:
+    """Every file release.json lists is in the release."""
+    listed, _ = _listed(vla_release)
+    _report(Findings("manifest: missing files", vla_release.root), check_missing(vla_release.root, listed))
+
+
+def test_no_unlisted_file(vla_release: Release) -> None:
+    """Every file of the release (version-control and cache paths aside) is listed in release.json."""
+    _listed(vla_release)
+    names = listed_names(vla_release.manifest)
+    tree = scan_release(vla_release.root)
+    _report(Findings("manifest: unlisted files", vla_release.root), check_unlisted(vla_release.root, names, tree))
+
+
+def test_no_path_leaves_the_release(vla_release: Release) -> None:
+    """No listed path escapes the release (absolute, '..'), and no symlink in it points outside."""
+    listed, _ = _listed(vla_release)
+    tree = scan_release(vla_release.root)
+    _report(Findings("manifest: paths", vla_release.root), check_paths(vla_release.root, listed, tree))
+
+
+def test_sizes_and_hashes_match(vla_release: Release) -> None:
+    """Every listed file has the size and SHA-256 release.json records (all mismatches in one table)."""
+    __tracebackhide__ = True
+    listed, _ = _listed(vla_release)
+    rows = find_mismatches(vla_release.root, listed)
+    try:
+        _report(Findings("manifest sizes and hashes", vla_release.root), mismatch_problems(vla_release.root, rows))
+    except pytest.fail.Exception as e:
+        pytest.fail(f"{e.msg}\n\n{mismatch_table(rows)}", pytrace=False)

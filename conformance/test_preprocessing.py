@@ -1,0 +1,394 @@
+"""Preprocessing conformance: the reference VLAProcessor, configured from the release, reproduces the
+recorded outputs on the golden inputs, and the configuration itself is sane."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import torch
+
+from pytest_vla.findings import Findings
+from pytest_vla.snapshots import extension_for
+from vla_reference.errors import ReleaseError
+from vla_reference.manifest import sha256_file
+from vla_reference.preprocessing_cases import CASES, SNAPSHOT_DIR, case_items, record, snapshot_file
+from vla_reference.release import Release
+from vla_reference.snapshot_format import compare, parse, serialize
+
+pytestmark = pytest.mark.preprocessing
+
+PROCESSOR_CONFIG: Final = "processor_config.json"
+# (mean, std) of the conventions people mean when they say "normalised"
+CONVENTIONS: Final[dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "half (siglip, [-1, 1])": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "none ([0, 1])": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+MODALITY_OF_TYPE: Final = {1: "image", 2: "video", 3: "audio", 4: "action", 5: "script", 6: "ipa"}
+
+
+def _processor_config(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / PROCESSOR_CONFIG
+    if not path.is_file():
+        pytest.skip(f"no processor config at {path}")
+    return json.loads(path.read_text())
+
+
+def _load(model_dir: Path) -> Any:
+    from transformers import AutoProcessor
+
+    import vla_reference.processor  # noqa: F401 - registers the classes with transformers
+
+    return AutoProcessor.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def processor(vla_model_dir: Path) -> Any:
+    """The reference processor configured from the release; skips if it cannot load (see test_processor_loads)."""
+    _processor_config(vla_model_dir)
+    try:
+        return _load(vla_model_dir)
+    except Exception as e:  # noqa: BLE001 - reported with its key by test_processor_loads
+        pytest.skip(f"the processor does not load (reported by test_processor_loads): {e}")
+
+
+def test_processor_loads(vla_release: Release, vla_model_dir: Path) -> None:
+    """AutoProcessor.from_pretrained(model/) gives the reference VLAProcessor; every config key is valid."""
+    from vla_reference.processor import CodebookError
+
+    _processor_config(vla_model_dir)
+    findings = Findings("processor config", vla_release.root)
+    try:
+        _load(vla_model_dir)
+    except CodebookError as e:
+        if _codebook_problems(vla_model_dir, _processor_config(vla_model_dir), Findings("", vla_release.root)).items:
+            pytest.skip(f"a codebook does not match its SHA-256 (reported by test_codebooks_match_their_sha256): {e}")
+        findings.add_error(e, "processor config invalid")
+    except ReleaseError as e:
+        findings.add_error(e, "processor config invalid")
+    findings.check()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matches_snapshot(
+    case: str,
+    processor: Any,
+    vla_release: Release,
+    vla_model_dir: Path,
+    snapshot: Any,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The outputs on a golden input equal the snapshot recorded for this release version."""
+    config = _processor_config(vla_model_dir)
+    data = record(processor, case, version=vla_release.version, processor_config=config)
+    recorded = snapshot_file(vla_release.root, case)
+    updating = request.config.option.update_snapshots
+    if recorded.is_file():
+        header, _ = parse(recorded.read_text())
+        differences = compare(serialize(data), recorded.read_text())
+        if differences and not updating:
+            rel = recorded.relative_to(vla_release.root)
+            pytest.fail(
+                f"preprocessing of {case} differs from the snapshot recorded for v{header.get('release_version')} "
+                f"[{rel}]:\n" + "\n".join(f"  - {d}" for d in differences) + "\nFix: restore the processor "
+                "config and codebooks training used; if the change is intended, bump the version and --snapshot-update",
+                pytrace=False,
+            )
+        if header.get("release_version") == vla_release.version and differences:
+            pytest.fail(
+                f"refusing to re-record {recorded.name} under the unchanged version {vla_release.version}: "
+                f"preprocessing changed ({'; '.join(differences[:4])}). Fix: bump the version in release.json "
+                "(any preprocessing change is a new release), then --snapshot-update",
+                pytrace=False,
+            )
+    assert data == snapshot(extension_class=extension_for(vla_release.root / SNAPSHOT_DIR))
+
+
+def test_reproduces_baseline_snapshots(
+    vla_release: Release, vla_baseline: Release, processor: Any, vla_model_dir: Path
+) -> None:
+    """A fine-tune preprocesses exactly as its base release recorded (every case, bit for bit)."""
+    findings = Findings("preprocessing vs the baseline's snapshots", vla_release.root)
+    config = _processor_config(vla_model_dir)
+    for case in CASES:
+        base = snapshot_file(vla_baseline.root, case)
+        if not base.is_file():
+            findings.add(
+                "baseline snapshot missing",
+                "absent",
+                file=base,
+                key=case,
+                fix="record the baseline's snapshots (pytest --vla-release=BASE --snapshot-update)",
+            )
+            continue
+        ours = serialize(record(processor, case, version=vla_release.version, processor_config=config))
+        _, got = parse(ours)
+        _, want = parse(base.read_text())
+        if got != want:
+            detail = "; ".join(compare(ours, base.read_text())[:4]) or "bytes differ within tolerance"
+            findings.add(
+                "preprocessing differs from the base release",
+                detail,
+                "identical outputs",
+                file=base,
+                key=case,
+                fix="a fine-tune must keep its base's processor config and codebooks",
+            )
+    findings.check()
+
+
+def test_config_round_trips(vla_release: Release, processor: Any, vla_model_dir: Path) -> None:
+    """save_pretrained(from_pretrained(model/)) writes the processor files byte for byte."""
+    findings = Findings("processor save/load round trip", vla_release.root)
+    with tempfile.TemporaryDirectory() as out:
+        processor.save_pretrained(out)
+        for name in sorted(p.name for p in Path(out).iterdir()):
+            shipped = vla_model_dir / name
+            if name.startswith(("tokenizer", "special_tokens", "added_tokens", "vocab", "merges")):
+                continue  # the tokenizer package is the tokenizer area's
+            if not shipped.is_file():
+                findings.add("file not shipped", "absent", file=shipped, fix="ship what save_pretrained writes")
+            elif shipped.read_bytes() != (Path(out) / name).read_bytes():
+                findings.add(
+                    "re-saved file differs",
+                    "bytes differ",
+                    "identical",
+                    file=shipped,
+                    fix="regenerate the processor files with save_pretrained",
+                )
+    findings.check()
+
+
+def test_config_hash_matches_manifest(vla_release: Release, vla_model_dir: Path) -> None:
+    """processor_config.json is the file release.json recorded."""
+    _processor_config(vla_model_dir)
+    rel = f"model/{PROCESSOR_CONFIG}"
+    findings = Findings("processor config vs release.json", vla_release.root)
+    entry = vla_release.manifest.get("files", {}).get(rel)
+    actual = sha256_file(vla_model_dir / PROCESSOR_CONFIG)
+    if entry is None:
+        findings.add(
+            "not in the manifest",
+            "unlisted",
+            file="release.json",
+            key=f"files.{rel}",
+            fix="run `vla-release manifest` on the release",
+        )
+    elif entry.get("sha256") != actual:
+        findings.add(
+            "edited after the manifest was written",
+            actual[:16],
+            str(entry.get("sha256"))[:16],
+            file="release.json",
+            key=f"files.{rel}.sha256",
+            fix="a processor change is a new release: bump the version, re-record, run `vla-release manifest`",
+        )
+    findings.check()
+
+
+@pytest.mark.parametrize("section", ["image_processor", "video_processor"])
+def test_normalization_is_a_named_convention(section: str, vla_release: Release, vla_model_dir: Path) -> None:
+    """mean/std are one of the conventions a model is trained with, and uint8 input is rescaled by 1/255."""
+    cfg = _processor_config(vla_model_dir).get(section)
+    if cfg is None:
+        pytest.skip(f"no {section} in {PROCESSOR_CONFIG}")
+    findings = Findings(f"{section} normalisation", vla_release.root)
+    file = vla_model_dir / PROCESSOR_CONFIG
+    if cfg.get("do_normalize"):
+        mean, std = tuple(cfg.get("image_mean", ())), tuple(cfg.get("image_std", ()))
+        named = [
+            n
+            for n, (m, s) in CONVENTIONS.items()
+            if len(m) == len(mean) and all(abs(a - b) < 1e-6 for a, b in zip(m + s, mean + std, strict=True))
+        ]
+        if not named:
+            findings.add(
+                "mean/std match no named convention",
+                f"mean {list(mean)}, std {list(std)}",
+                " or ".join(CONVENTIONS),
+                file=file,
+                key=f"{section}.image_mean",
+                fix="use the exact values of the convention the model was trained with",
+            )
+    if cfg.get("do_rescale") and abs(float(cfg.get("rescale_factor", 0)) - 1 / 255) > 1e-12:
+        findings.add(
+            "uint8 input is not rescaled to [0, 1]",
+            cfg.get("rescale_factor"),
+            1 / 255,
+            file=file,
+            key=f"{section}.rescale_factor",
+            fix="rescale_factor must be 1/255 for 8-bit images",
+        )
+    findings.check()
+
+
+def test_codebooks_match_their_sha256(vla_release: Release, vla_model_dir: Path) -> None:
+    """Every codebook the config names is shipped with the SHA-256 the config pins."""
+    config = _processor_config(vla_model_dir)
+    findings = Findings("codebooks", vla_release.root)
+    _codebook_problems(vla_model_dir, config, findings).check()
+
+
+def _codebook_problems(vla_model_dir: Path, config: dict[str, Any], findings: Findings) -> Findings:
+    pins = [
+        ("image_processor", "codebook_file", "codebook_sha256"),
+        ("video_processor", "codebook_file", "codebook_sha256"),
+        ("feature_extractor", "audio_codebook_file", "audio_codebook_sha256"),
+    ]
+    for section, file_key, hash_key in pins:
+        cfg = config.get(section) or {}
+        if not cfg.get(file_key):
+            continue
+        path = vla_model_dir / cfg[file_key]
+        if not path.is_file():
+            findings.add("codebook missing", "absent", file=path, key=f"{section}.{file_key}", fix="ship the codebook")
+        elif sha256_file(path) != cfg.get(hash_key):
+            findings.add(
+                "codebook edited",
+                sha256_file(path)[:16],
+                str(cfg.get(hash_key))[:16],
+                file=path,
+                key=f"{section}.{hash_key}",
+                fix="ship the codebook the model was trained with (its hash is pinned in the config)",
+            )
+    return findings
+
+
+def _runs(ids: list[int], start: int, end: int) -> list[list[int]]:
+    """The id runs between each ``start`` and its ``end`` delimiter."""
+    out: list[list[int]] = []
+    inside: list[int] | None = None
+    for i in ids:
+        if i == start:
+            inside = []
+        elif i == end and inside is not None:
+            out.append(inside)
+            inside = None
+        elif inside is not None:
+            inside.append(i)
+    return out
+
+
+def test_token_layout_follows_the_formula(vla_release: Release, processor: Any) -> None:
+    """Delimiters, row separators and code counts in input_ids agree with the documented layout and
+    with what _get_num_multimodal_tokens predicts from sizes alone."""
+    findings = Findings("token layout", vla_release.root)
+    roles = processor.token_map.roles
+    for case in CASES:
+        items = case_items(case)
+        ids = processor(items, return_tensors="pt")["input_ids"][0].tolist()
+        images = [it for it in items if hasattr(it, "size") and not hasattr(it, "frames")]
+        if images:
+            predicted = processor._get_num_multimodal_tokens(image_sizes=[im.size[::-1] for im in images])
+            runs = _runs(ids, roles["image_start"], roles["image_end"])
+            got = [len(r) + 2 for r in runs]
+            if got != list(predicted.num_image_tokens):
+                findings.add(
+                    "image token count",
+                    got,
+                    list(predicted.num_image_tokens),
+                    key=case,
+                    fix="the image body must be rows x (cols + 1) codes with row separators",
+                )
+            rows = [r.count(roles["row_sep"]) for r in runs]
+            want_rows = processor.image_processor.size["height"] // processor.image_processor.patch_size
+            if processor.vla.image_token_mode == "vq" and any(n != want_rows for n in rows):
+                findings.add("row separators", rows, want_rows, key=case, fix="one row separator ends each row")
+        for it in items:
+            if hasattr(it, "frames"):
+                predicted = processor._get_num_multimodal_tokens(video_sizes=[(len(it.frames), it.fps)])
+                runs = _runs(ids, roles["video_start"], roles["video_end"])
+                if [len(r) + 2 for r in runs] != list(predicted.num_video_tokens):
+                    findings.add(
+                        "video token count",
+                        [len(r) + 2 for r in runs],
+                        list(predicted.num_video_tokens),
+                        key=case,
+                        fix="one camera and one timestamp token per temporal group",
+                    )
+            if hasattr(it, "samples"):
+                predicted = processor._get_num_multimodal_tokens(audio_lengths=[(len(it.samples), it.sampling_rate)])
+                runs = _runs(ids, roles["audio_start"], roles["audio_end"])
+                if [len(r) + 2 for r in runs] != list(predicted.num_audio_tokens):
+                    findings.add(
+                        "audio token count",
+                        [len(r) + 2 for r in runs],
+                        list(predicted.num_audio_tokens),
+                        key=case,
+                        fix="n_q codes per audio frame",
+                    )
+    findings.check()
+
+
+def test_modality_ids_in_declared_ranges(vla_release: Release, processor: Any) -> None:
+    """Every id a modality emits lies in that modality's declared set; text never emits a VLA token."""
+    findings = Findings("token ranges", vla_release.root)
+    added = processor.token_map.added
+    for case in CASES:
+        batch = processor(case_items(case), return_tensors="pt", return_mm_token_type_ids=True)
+        ids, types = batch["input_ids"][0].tolist(), batch["mm_token_type_ids"][0].tolist()
+        mask = batch["attention_mask"][0].tolist()
+        for pos, (i, t, m) in enumerate(zip(ids, types, mask, strict=True)):
+            if not m:
+                continue
+            if t in MODALITY_OF_TYPE:
+                name = MODALITY_OF_TYPE[t]
+                allowed = processor.token_map.modality_ids(name)
+                if i not in allowed and not (name == "script" and i not in added):
+                    findings.add(
+                        f"{name} id outside its range",
+                        i,
+                        "an id of that modality",
+                        key=f"{case}[{pos}]",
+                        fix="code ids are offset + code; check the *_token_offset keys",
+                    )
+            elif t == 0 and i in added and i != processor.token_map.bos:
+                findings.add(
+                    "text produced a VLA token",
+                    i,
+                    "a text id",
+                    key=f"{case}[{pos}]",
+                    fix="control tokens must come from items, not text",
+                )
+    findings.check()
+
+
+def test_action_stats_agree(vla_release: Release, processor: Any, vla_model_dir: Path) -> None:
+    """The action normalisation statistics mirrored in config.json equal the processor's."""
+    from vla_reference.processor import norm_stats_mismatches
+
+    findings = Findings("action statistics", vla_release.root)
+    config = json.loads((vla_model_dir / "config.json").read_text())
+    if "norm_stats" not in config and not processor.vla.actions.to_json().get("norm_stats"):
+        pytest.skip("no action statistics in either config")
+    for problem in norm_stats_mismatches(config, processor):
+        findings.add(
+            "config.json and the processor disagree",
+            problem,
+            file=vla_model_dir / "config.json",
+            key="norm_stats",
+            fix="mirror processor_config.json's actions.norm_stats into config.json exactly",
+        )
+    findings.check()
+
+
+def test_deterministic_across_batches_and_calls(vla_release: Release, processor: Any) -> None:
+    """Each case gives the same ids alone, inside a batch of all cases, and on a repeated call."""
+    findings = Findings("determinism", vla_release.root)
+    alone = [processor(case_items(c), return_tensors="pt", padding=False)["input_ids"][0] for c in CASES]
+    again = [processor(case_items(c), return_tensors="pt", padding=False)["input_ids"][0] for c in CASES]
+    batch = processor([case_items(c) for c in CASES], return_tensors="pt", padding=True)
+    for n, case in enumerate(CASES):
+        length = int(batch["attention_mask"][n].sum())
+        row = batch["input_ids"][n]
+        ids = row[:length] if processor.padding_side == "right" else row[-length:]
+        if not torch.equal(alone[n], again[n]):
+            findings.add("repeated call differs", case, key=case, fix="preprocessing must be deterministic")
+        if not torch.equal(alone[n], ids):
+            findings.add("batch of N differs from batch of 1", case, key=case, fix="padding must not change tokens")
+    findings.check()

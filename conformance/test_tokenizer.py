@@ -1,0 +1,224 @@
+"""Tokenizer conformance: the package is whole and checksummed, its files agree, its IDs load as written.
+
+Weights and tokenizer are one unit: an ID that moves points at another embedding row, and
+nothing raises. See docs/tokenizer.md for each check and the usual fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from pytest_vla.findings import Findings
+from vla_reference.errors import ReleaseError
+from vla_reference.release import Release
+from vla_reference.tokenizer import TOKENIZER_FILES
+from vla_reference.tokenizer_baseline import moved_tokens, tokens_below_baseline, unversioned_change
+from vla_reference.tokenizer_checks import (
+    CROSS_FILES,
+    GOLDEN_TEXT,
+    ROUND_TRIP_CONTEXTS,
+    Mismatch,
+    checksum_mismatches,
+    cross_file_mismatches,
+    duplicate_ids,
+    embedding_rows,
+    embedding_shortfalls,
+    encoding_disagreements,
+    id_gaps,
+    missing_files,
+    one_id_failures,
+    renumbered,
+    round_trip_failures,
+    vocab_file_mismatches,
+)
+from vla_reference.tokenizer_package import TokenizerPackage
+
+pytestmark = pytest.mark.tokenizer
+
+VOCAB_FILES: Final = ("vocab.json", "merges.txt")
+
+
+def _check(title: str, release: Release, mismatches: Iterable[Mismatch]) -> None:
+    """Fail with every mismatch as a finding line."""
+    __tracebackhide__ = True
+    findings = Findings(title, release.root)
+    for m in mismatches:
+        findings.add(m.what, m.observed, m.expected, file=m.path, key=m.key, fix=m.fix)
+    findings.check()
+
+
+def _need_tokenizer_json(pkg: TokenizerPackage) -> None:
+    if not pkg.readable("tokenizer.json"):
+        pytest.skip(f"no readable {pkg.path('tokenizer.json')} (reported by test_package_complete)")
+
+
+def _encoder(tok: Any) -> tuple[Any, Any]:
+    """encode/decode of a tokenizers.Tokenizer, special tokens kept."""
+    return (lambda s: tok.encode(s).ids, lambda ids: tok.decode(ids, skip_special_tokens=False))
+
+
+def test_package_complete(vla_release: Release, vla_tokenizer_package: TokenizerPackage) -> None:
+    """The six package files are present and parse (transformers 5 saves only two of them)."""
+    _check("tokenizer package", vla_release, missing_files(vla_tokenizer_package))
+
+
+def test_checksum_matches_manifest(vla_release: Release) -> None:
+    """The tokenizer checksum recomputed from the package files equals release.json's tokenizer_checksum."""
+    try:
+        manifest = vla_release.manifest
+    except ReleaseError as e:
+        findings = Findings("tokenizer checksum", vla_release.root)
+        findings.add_error(e, "manifest unreadable")
+        findings.check()
+        return
+    _check("tokenizer checksum", vla_release, checksum_mismatches(vla_release.root, manifest))
+
+
+@pytest.mark.parametrize("name", CROSS_FILES)
+def test_ids_agree_across_files(name: str, vla_release: Release, vla_tokenizer_package: TokenizerPackage) -> None:
+    """What this file says about token IDs and bos/eos/pad/unk agrees with tokenizer.json and the other files."""
+    pkg = vla_tokenizer_package
+    _need_tokenizer_json(pkg)
+    if name not in pkg.present:
+        pytest.skip(
+            f"no {pkg.path(name)}" + (" (reported by test_package_complete)" if name in TOKENIZER_FILES else "")
+        )
+    if name in pkg.errors:
+        if name in TOKENIZER_FILES:
+            pytest.skip(f"{pkg.path(name)} unreadable (reported by test_package_complete)")
+        findings = Findings(f"IDs in {name}", vla_release.root)
+        findings.add_error(pkg.errors[name], f"{name} unreadable")
+        findings.check()
+    _check(f"IDs in {name}", vla_release, cross_file_mismatches(pkg, name))
+
+
+def test_ids_unique(vla_release: Release, vla_tokenizer_package: TokenizerPackage) -> None:
+    """In tokenizer.json no two tokens share an ID and no token has two."""
+    _need_tokenizer_json(vla_tokenizer_package)
+    _check("unique token IDs", vla_release, duplicate_ids(vla_tokenizer_package))
+
+
+def test_ids_contiguous(vla_release: Release, vla_tokenizer_package: TokenizerPackage) -> None:
+    """The IDs run from 0 to the largest without a hole: added tokens follow the base vocabulary."""
+    _need_tokenizer_json(vla_tokenizer_package)
+    _check("contiguous token IDs", vla_release, id_gaps(vla_tokenizer_package))
+
+
+def test_loaded_ids_equal_written_ids(
+    vla_release: Release, vla_tokenizer_package: TokenizerPackage, vla_raw_tokenizer: Any, vla_tokenizer: Any
+) -> None:
+    """tokenizers and transformers load every added token with the ID tokenizer.json writes."""
+    pkg = vla_tokenizer_package
+    if duplicate_ids(pkg) or id_gaps(pkg):
+        pytest.skip(
+            "the written IDs are not unique and contiguous, so a loader must move some "
+            "(reported by test_ids_unique and test_ids_contiguous)"
+        )
+    mismatches = renumbered(pkg, vla_raw_tokenizer.token_to_id, "tokenizers")
+    mismatches += renumbered(pkg, vla_tokenizer.convert_tokens_to_ids, "transformers")
+    _check("loaded vs written IDs", vla_release, mismatches)
+
+
+@pytest.mark.parametrize("name", VOCAB_FILES)
+def test_vocab_files_match_tokenizer_json(
+    name: str, vla_release: Release, vla_tokenizer_package: TokenizerPackage
+) -> None:
+    """vocab.json and merges.txt hold exactly the BPE model of tokenizer.json."""
+    pkg = vla_tokenizer_package
+    _need_tokenizer_json(pkg)
+    if not pkg.is_bpe:
+        pytest.skip(f"the tokenizer model is {pkg.model_type!r}, not a BPE: no {name}")
+    if not pkg.readable(name):
+        pytest.skip(f"no readable {pkg.path(name)} (reported by test_package_complete)")
+    _check(f"{name} vs tokenizer.json", vla_release, vocab_file_mismatches(pkg, name))
+
+
+def test_embedding_covers_every_id(
+    vla_release: Release, vla_model_dir: Path, vla_tokenizer_package: TokenizerPackage, vla_raw_tokenizer: Any
+) -> None:
+    """Largest token ID + 1 <= the embedding rows, in config.json and in the input and output tensors."""
+    pkg = vla_tokenizer_package
+    needed = max((pkg.max_id or 0) + 1, vla_raw_tokenizer.get_vocab_size(with_added_tokens=True))
+    token = vla_raw_tokenizer.id_to_token(needed - 1)
+    try:
+        rows = embedding_rows(vla_model_dir)
+    except ReleaseError as e:
+        findings = Findings("embedding rows", vla_release.root)
+        findings.add_error(e, "model unreadable")
+        findings.check()
+        return
+    _check(
+        "embedding rows", vla_release, embedding_shortfalls(rows, needed, f"largest token ID {needed - 1}: {token!r}")
+    )
+
+
+def test_special_tokens_encode_to_one_id(
+    vla_release: Release, vla_tokenizer_package: TokenizerPackage, vla_raw_tokenizer: Any
+) -> None:
+    """Every token a package file declares special encodes alone to exactly one ID that decodes back to it."""
+    _check("special tokens", vla_release, one_id_failures(vla_tokenizer_package, *_encoder(vla_raw_tokenizer)))
+
+
+@pytest.mark.parametrize("context", ROUND_TRIP_CONTEXTS)
+def test_special_tokens_round_trip(
+    context: str, vla_release: Release, vla_tokenizer_package: TokenizerPackage, vla_raw_tokenizer: Any
+) -> None:
+    """Next to whitespace, inside a word, repeated: each special token stays one ID and the text decodes back."""
+    mismatches = round_trip_failures(vla_tokenizer_package, context, *_encoder(vla_raw_tokenizer))
+    _check(f"round trip {context}", vla_release, mismatches)
+
+
+@pytest.mark.parametrize("text", GOLDEN_TEXT)
+def test_transformers_agrees_with_tokenizers(
+    text: str,
+    vla_release: Release,
+    vla_tokenizer_package: TokenizerPackage,
+    vla_raw_tokenizer: Any,
+    vla_tokenizer: Any,
+) -> None:
+    """transformers.AutoTokenizer encodes and decodes the golden text exactly as tokenizers.Tokenizer does."""
+    theirs = (
+        lambda s: list(vla_tokenizer(s)["input_ids"]),
+        lambda ids: vla_tokenizer.decode(ids, skip_special_tokens=False),
+    )
+    mismatches = encoding_disagreements(
+        vla_tokenizer_package, {text: GOLDEN_TEXT[text]}, _encoder(vla_raw_tokenizer), theirs
+    )
+    _check("transformers vs tokenizers", vla_release, mismatches)
+
+
+def _need_both(candidate: TokenizerPackage, baseline: TokenizerPackage) -> None:
+    _need_tokenizer_json(candidate)
+    if not baseline.readable("tokenizer.json"):
+        pytest.skip(f"no readable {baseline.path('tokenizer.json')} in the baseline")
+
+
+def test_baseline_tokens_keep_ids_and_flags(
+    vla_release: Release,
+    vla_tokenizer_package: TokenizerPackage,
+    vla_baseline_tokenizer_package: TokenizerPackage,
+) -> None:
+    """Every baseline token keeps its ID and its flags (special, single_word, lstrip, rstrip, normalized)."""
+    _need_both(vla_tokenizer_package, vla_baseline_tokenizer_package)
+    _check("tokens vs baseline", vla_release, moved_tokens(vla_baseline_tokenizer_package, vla_tokenizer_package))
+
+
+def test_new_tokens_after_baseline(
+    vla_release: Release,
+    vla_tokenizer_package: TokenizerPackage,
+    vla_baseline_tokenizer_package: TokenizerPackage,
+) -> None:
+    """Tokens the baseline does not have take IDs after the baseline's largest."""
+    _need_both(vla_tokenizer_package, vla_baseline_tokenizer_package)
+    mismatches = tokens_below_baseline(vla_baseline_tokenizer_package, vla_tokenizer_package)
+    _check("new tokens vs baseline", vla_release, mismatches)
+
+
+def test_tokenizer_change_bumps_version(vla_release: Release, vla_baseline: Release) -> None:
+    """A tokenizer whose checksum differs from the baseline's comes with a different version."""
+    mismatches = unversioned_change(vla_baseline.root, vla_release.root, vla_baseline.version, vla_release.version)
+    _check("tokenizer version", vla_release, mismatches)

@@ -1,0 +1,43 @@
+"""Locate a file beside a processor config: a local directory, or a Hub repository through its cache."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from transformers.utils.hub import cached_file
+
+from .errors import CodebookError
+
+__all__ = ["hub_kwargs", "resolve_file"]
+
+# the from_pretrained kwargs that say where and how to fetch files
+_HUB_KEYS: Final = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
+
+
+def hub_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``from_pretrained`` kwargs that :func:`resolve_file` needs."""
+    return {k: kwargs[k] for k in _HUB_KEYS if k in kwargs and kwargs[k] is not None}
+
+
+def resolve_file(pretrained: str | os.PathLike[str], filename: str, kwargs: Mapping[str, Any]) -> Path:
+    """The local path of ``filename`` in ``pretrained`` (a directory or a Hub id).
+
+    Raises:
+        CodebookError: the file is not there.
+    """
+    if Path(pretrained).is_file():  # from_pretrained("dir/processor_config.json"): look beside it
+        pretrained = str(Path(pretrained).parent)
+    try:
+        found = cached_file(str(pretrained), filename, _raise_exceptions_for_missing_entries=False, **kwargs)
+    except OSError as e:
+        raise CodebookError(f"cannot fetch {filename} ({e})", path=str(pretrained), fix="check the path or id") from e
+    if found is None:
+        raise CodebookError(
+            f"{filename} is missing",
+            path=Path(pretrained) / filename,
+            fix="ship the codebook file beside processor_config.json (save_pretrained writes it)",
+        )
+    return Path(found)

@@ -1,0 +1,171 @@
+"""Every preprocessing check can fail: each break of a golden copy fails its check with a diff saying what changed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+IMAGE_CASES = [
+    "image_red",
+    "image_green",
+    "image_blue",
+    "image_gradient",
+    "image_edges",
+    "image_odd_size",
+    "image_tall",
+    "image_wide",
+    "image_rgba",
+    "image_grayscale",
+    "mixed",
+]
+
+
+def edit_config(release: Path, edit, *, valid: bool = True) -> None:
+    """Edit processor_config.json as a release engineer would: the processor's other files regenerated
+    from it (when it still loads) and the manifest refreshed, so only preprocessing checks can notice."""
+    from transformers import AutoProcessor
+
+    from vla_reference.manifest import write_manifest
+
+    path = release / "model/processor_config.json"
+    cfg = json.loads(path.read_text())
+    edit(cfg)
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    if valid:
+        for name, data in AutoProcessor.from_pretrained(release / "model").processor_files().items():
+            (release / "model" / name).write_bytes(data)
+    write_manifest(release)
+
+
+def snapshot_failures(run) -> set[str]:
+    return {re.sub(r"^test_matches_snapshot\[(.*)\]$", r"\1", n) for n in run.failed if n.startswith("test_matches")}
+
+
+def expect_snapshot_diff(run, cases, pattern):
+    assert snapshot_failures(run) == set(cases), sorted(run.failed)
+    for case in cases:
+        text = run.failed[f"test_matches_snapshot[{case}]"]
+        assert re.search(pattern, text, re.S), text
+
+
+CONFIG_BREAKS = {
+    "mean-std-switched": (
+        lambda c: c["image_processor"].update(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]),
+        r"processor config image_processor.image_mean: \[0.5, 0.5, 0.5\], recorded \[0.485, 0.456, 0.406\]",
+        IMAGE_CASES,
+    ),
+    "resize-interpolation-changed": (
+        lambda c: c["image_processor"].update(resample=2),
+        r"pixel_values: \d+ of \d+ values off by more than one 8-bit level"
+        r".*processor config image_processor.resample: 2, recorded 3",
+        # bilinear and bicubic agree on flat colours and smooth ramps (within a level): edges show it
+        ["image_edges", "image_rgba", "image_tall", "image_wide"],
+    ),
+    "delimiter-token-changed": (
+        lambda c: c["tokens"].update(image_start="<|video_start|>"),
+        r"input_ids: 1 of \d+ values differ.*processor config tokens.image_start",
+        IMAGE_CASES,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CONFIG_BREAKS)
+def test_image_config_change_fails_the_image_snapshots(name, golden_copy, run_suite):
+    edit, pattern, cases = CONFIG_BREAKS[name]
+    release = golden_copy("dense")
+    edit_config(release, edit)
+    run = run_suite(release, "-m", "preprocessing")
+    expect_snapshot_diff(run, cases, pattern)
+
+
+def test_antialias_off_is_refused_with_its_key(golden_copy, run_suite):
+    release = golden_copy("dense")
+    edit_config(release, lambda c: c["image_processor"].update(antialias=False), valid=False)
+    run = run_suite(release, "-m", "preprocessing")
+    assert list(run.failed) == ["test_processor_loads"], sorted(run.failed)
+    assert "image_processor.antialias" in run.failed["test_processor_loads"]
+
+
+def test_fps_dropped_is_refused_with_its_key(golden_copy, run_suite):
+    release = golden_copy("dense")
+    edit_config(release, lambda c: c["video_processor"].pop("sample_fps"), valid=False)
+    run = run_suite(release, "-m", "preprocessing")
+    assert list(run.failed) == ["test_processor_loads"], sorted(run.failed)
+    assert "sample_fps" in run.failed["test_processor_loads"]
+
+
+def test_codebook_edited(golden_copy, run_suite):
+    release = golden_copy("dense")
+    f = release / "model/visual_codebook.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-5] ^= 0x40
+    f.write_bytes(bytes(data))
+    run = run_suite(release, "-m", "preprocessing")
+    assert "test_codebooks_match_their_sha256" in run.failed and "test_processor_loads" not in run.failed
+    assert re.search(
+        r"codebook edited: .*\[model/visual_codebook.safetensors:image_processor.codebook_sha256\]",
+        run.failed["test_codebooks_match_their_sha256"],
+    )
+
+
+def test_action_statistics_differ_between_configs(golden_copy, run_suite):
+    release = golden_copy("dense")
+    path = release / "model/config.json"
+    cfg = json.loads(path.read_text())
+    cfg["norm_stats"]["nuplan"]["q99"][0] = 0.5
+    path.write_text(json.dumps(cfg, indent=2))
+    run = run_suite(release, "-m", "preprocessing")
+    assert list(run.failed) == ["test_action_stats_agree"], sorted(run.failed)
+    assert "norm_stats.nuplan: config.json" in run.failed["test_action_stats_agree"]
+
+
+def test_normalisation_outside_any_convention(golden_copy, run_suite):
+    release = golden_copy("dense")
+    edit_config(release, lambda c: c["image_processor"].update(image_mean=[0.48, 0.45, 0.40]))
+    run = run_suite(release, "-m", "preprocessing", "-k", "not snapshot")
+    assert list(run.failed) == ["test_normalization_is_a_named_convention[image_processor]"], sorted(run.failed)
+
+
+def test_config_edited_without_a_version_bump_is_not_re_recorded(golden_copy, run_suite):
+    release = golden_copy("dense")
+    edit_config(release, lambda c: c["image_processor"].update(resample=2))
+    run = run_suite(release, "-m", "preprocessing", "-k", "image_edges", "--snapshot-update")
+    assert list(run.failed) == ["test_matches_snapshot[image_edges]"], sorted(run.failed)
+    assert "refusing to re-record" in run.failed["test_matches_snapshot[image_edges]"]
+    assert "bump the version in release.json" in run.failed["test_matches_snapshot[image_edges]"]
+
+
+def test_version_bump_allows_re_recording(golden_copy, run_suite):
+    release = golden_copy("dense")
+    edit_config(release, lambda c: c["image_processor"].update(resample=2))
+    manifest = json.loads((release / "release.json").read_text())
+    manifest["version"] = "1.1.0"
+    (release / "release.json").write_text(json.dumps(manifest))
+    run = run_suite(release, "-m", "preprocessing", "-k", "image_edges", "--snapshot-update")
+    assert not run.failed, run.failed
+    run = run_suite(release, "-m", "preprocessing", "-k", "image_edges")
+    assert not run.failed and "test_matches_snapshot[image_edges]" in run.passed
+
+
+def test_fine_tune_must_reproduce_the_base_snapshots(golden_copy, run_suite):
+    base = golden_copy("dense")
+    tuned = golden_copy("moe")  # same processor config, but its own seed: different codebooks
+    run = run_suite(tuned, "-m", "preprocessing", f"--vla-baseline={base}", "-k", "baseline")
+    assert list(run.failed) == ["test_reproduces_baseline_snapshots"], sorted(run.failed)
+    run = run_suite(base, "-m", "preprocessing", f"--vla-baseline={base}", "-k", "baseline")
+    assert run.passed == ["test_reproduces_baseline_snapshots"]
+
+
+def test_patch_size_change_is_caught(golden_copy, run_suite):
+    """16-pixel patches do not fit the shipped 8x8 codebook: the config is refused, naming the key."""
+    release = golden_copy("dense")
+    edit_config(release, lambda c: c["image_processor"].update(patch_size=16), valid=False)
+    run = run_suite(release, "-m", "preprocessing")
+    assert list(run.failed) == ["test_processor_loads"], sorted(run.failed)
+    assert (
+        "the config expects (64, 768) [model/visual_codebook.safetensors:codebook]"
+        in run.failed["test_processor_loads"]
+    )
