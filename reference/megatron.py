@@ -12,7 +12,7 @@ import io
 import logging
 import types
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from .spec import (
 )
 from .tp import merge_tp
 
-__all__ = ["MegatronSource", "flatten_state", "resolve_args"]
+__all__ = ["MegatronSource", "flatten_state", "resolve_args", "check_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,32 @@ def resolve_args(
         path=pt_path,
         key="args",
         fix="save arguments.json beside the shards (Megatron's --save writes it) with the model's hyperparameters",
+    )
+
+
+def check_keys(present: set[str], arch: Arch, *, args_file: Path, where: Callable[[str], str]) -> None:
+    """The canonical keys a checkpoint holds are exactly those the args call for (all problems at once).
+
+    ``where(key)`` says where an unexpected key was found. A tied model's head copy is allowed.
+    """
+    present = set(present)
+    if arch.tied:
+        present.discard("output_layer.weight")  # the last stage's copy of the tied embedding, checked on read
+    expected = set(canonical_keys(arch))
+    missing, unexpected = sorted(expected - present), sorted(present - expected)
+    if not (missing or unexpected):
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:6])}" + (" ..." if len(missing) > 6 else ""))
+    if unexpected:
+        more = " ..." if len(unexpected) > 6 else ""
+        parts.append(f"unexpected {', '.join(unexpected[:6])}{more} ({where(unexpected[0])})")
+    raise LayoutError(
+        "the shards do not match the recorded arguments: " + "; ".join(parts),
+        path=args_file,
+        fix="check add_bias_linear, normalization, swiglu, num_experts, moe_layer_freq and "
+        "untie_embeddings_and_output_weights against the checkpoint",
     )
 
 
@@ -244,30 +270,12 @@ class MegatronSource:
         return offsets
 
     def _check_keys(self) -> None:
-        expected = set(canonical_keys(self.arch))
-        present = set(self._index)
-        head = "output_layer.weight"
-        if self.arch.tied and head in present:
-            present.discard(head)  # the last stage's copy of the tied embedding, checked in get()
-        missing = sorted(expected - present)
-        unexpected = sorted(present - expected)
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing {', '.join(missing[:6])}" + (" ..." if len(missing) > 6 else ""))
-            if unexpected:
-                where = self._index[unexpected[0]][0]
-                parts.append(
-                    f"unexpected {', '.join(unexpected[:6])}"
-                    + (" ..." if len(unexpected) > 6 else "")
-                    + f" (first in {where.file})"
-                )
-            raise LayoutError(
-                "the shards do not match the recorded arguments: " + "; ".join(parts),
-                path=self.args_file,
-                fix="check add_bias_linear, normalization, swiglu, num_experts, moe_layer_freq and "
-                "untie_embeddings_and_output_weights against the checkpoint",
-            )
+        check_keys(
+            set(self._index),
+            self.arch,
+            args_file=self.args_file,
+            where=lambda key: f"first in {self._index[key][0].file}",
+        )
 
     # -- access -----------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ from ._safeload import LoadedPickle, Opaque, load_pt
 from .arch import Arch, Layout, arch_from_args, layout_from_args
 from .errors import LayoutError, MalformedFileError, ReleaseError, ShardMismatchError, UnsafeCheckpointError
 from .layout import CheckpointDir, find_checkpoint, read_json
-from .megatron import resolve_args
+from .megatron import check_keys, resolve_args
 from .rows import Rows
 from .spec import IGNORED_SUFFIXES, Fused, Split, canonical_keys, expected_shape, match_local, rule_for
 
@@ -435,30 +435,12 @@ class TorchDistSource:
             )
 
     def _check_keys(self) -> None:
-        expected = set(canonical_keys(self.arch))
-        present = set(self._index)
-        head = "output_layer.weight"
-        if self.arch.tied and head in present:
-            present.discard(head)  # a copy of the tied embedding, checked in get()
-        missing = sorted(expected - present)
-        unexpected = sorted(present - expected)
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing {', '.join(missing[:6])}" + (" ..." if len(missing) > 6 else ""))
-            if unexpected:
-                where = self._index[unexpected[0]][0].dist_key
-                parts.append(
-                    f"unexpected {', '.join(unexpected[:6])}"
-                    + (" ..." if len(unexpected) > 6 else "")
-                    + f" (first stored as {where})"
-                )
-            raise LayoutError(
-                "the stored tensors do not match the recorded arguments: " + "; ".join(parts),
-                path=self.args_file,
-                fix="check add_bias_linear, normalization, swiglu, num_experts, moe_layer_freq and "
-                "untie_embeddings_and_output_weights against the checkpoint",
-            )
+        check_keys(
+            set(self._index),
+            self.arch,
+            args_file=self.args_file,
+            where=lambda key: f"first stored as {self._index[key][0].dist_key}",
+        )
 
     # -- access -----------------------------------------------------------------------------
 
