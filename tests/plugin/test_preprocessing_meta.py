@@ -169,3 +169,51 @@ def test_patch_size_change_is_caught(golden_copy, run_suite):
         "the config expects (64, 768) [model/visual_codebook.safetensors:codebook]"
         in run.failed["test_processor_loads"]
     )
+
+
+PROCESSOR_BUGS = {
+    # a processor fork that hands the model BGR instead of RGB
+    "channel-order-bgr": (
+        "vla_reference.processor.processor",
+        "preprocess_image",
+        "lambda original: lambda image, cfg: original(image, cfg)[::-1].copy()",
+        set(IMAGE_CASES),  # per-channel mean/std: even grey changes
+        r"pixel_values: \d+ of \d+ values off by more than one 8-bit level",
+    ),
+    # ... and one that reverses a video's frames
+    "video-frame-order-reversed": (
+        "vla_reference.processor.video",
+        "video_frames",
+        "lambda original: lambda frames: list(original(frames))[::-1]",
+        {"video"},
+        r"pixel_values_videos: \d+ of \d+ values off by more than one 8-bit level",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", PROCESSOR_BUGS)
+def test_processor_behaviour_change_fails_the_snapshots(name, golden_copy, run_suite, pytester):
+    module, attr, wrapper, cases, pattern = PROCESSOR_BUGS[name]
+    pytester.makeconftest(
+        f"""
+        import importlib
+        import pytest
+
+        patch = pytest.MonkeyPatch()
+
+        def pytest_sessionstart(session):
+            mod = importlib.import_module({module!r})
+            patch.setattr(mod, {attr!r}, ({wrapper})(getattr(mod, {attr!r})))
+
+        def pytest_sessionfinish(session):
+            patch.undo()
+        """
+    )
+    release = golden_copy("dense")
+    run = run_suite(release, "-m", "preprocessing", "-k", "snapshot")
+    expect_snapshot_diff(run, cases, pattern)
+    for case in cases:
+        assert (
+            "processor config: unchanged since the snapshot was recorded"
+            in run.failed[f"test_matches_snapshot[{case}]"]
+        )
