@@ -1,8 +1,11 @@
-"""Reference implementations behind pytest-vla: checkpoint conversion (and, later, the rest).
+"""Reference implementations behind pytest-vla; nothing here imports pytest.
 
-The converter turns a Megatron-sharded training checkpoint (TP/PP/EP, torch or torch_dist
-format, megatron-core / Transformer Engine / legacy naming) into a Hugging Face checkpoint that
-stock transformers classes load, and back, bit-exactly and one tensor at a time.
+The converter (exported here) turns a Megatron-sharded training checkpoint (TP/PP/EP, torch or
+torch_dist format, megatron-core / Transformer Engine / legacy naming) into a Hugging Face
+checkpoint that stock transformers classes load, and back, bit-exactly and one tensor at a time.
+The other parts are subpackages and modules: ``parallel`` (sharded forward on torch.distributed),
+``processor`` (the reference VLAProcessor), ``tokenizer``, ``manifest``, ``card``, ``semver``,
+``repro``, ``golden`` (the golden-release builder).
 """
 
 from .arch import Arch, Layout, arch_from_args, padded_vocab_size
