@@ -9,7 +9,11 @@ rule); merging strips them again, so the padding never reaches a Hugging Face ch
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,7 +21,7 @@ import torch
 
 from ._fs import atomic_dir
 from .arch import Arch, Layout
-from .errors import LayoutError, UnsupportedModelError
+from .errors import LayoutError, ShardMismatchError, UnsupportedModelError
 from .hf import Source
 from .layout import RANK_FILE, TRACKER, rank_dir_name
 from .rows import Rows
@@ -77,12 +81,60 @@ def _stage_keys(arch: Arch, layout: Layout, pp: int) -> list[tuple[str, str]]:
     return out
 
 
-def _owned(tensor: torch.Tensor) -> torch.Tensor:
-    """A tensor that owns exactly its bytes: torch.save writes whole storages, so never a view."""
-    t = tensor.contiguous()
-    if t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size():
-        return t  # already compact (made by cat/contiguous): no second copy
-    return t.clone()
+def _placeholder(rows: Rows) -> torch.Tensor:
+    """An uninitialised tensor of the part's shape: torch.save under skip_data reads no bytes of it."""
+    return torch.empty(rows.shape, dtype=rows.dtype)
+
+
+_STORAGE: Final = re.compile(r"/data/(\d+)\Z")
+
+
+def fill_storages(file: Path, parts: Iterable[Rows]) -> None:
+    """Write the bytes of storages 0, 1, ... of a torch zip saved under ``skip_data``, with their CRC-32.
+
+    torch.save numbers storages in pickling order, which is the order of ``parts``. The zip stays
+    valid: each record's CRC is patched in its local header, data descriptor and central directory.
+    """
+    with zipfile.ZipFile(file) as z:
+        infos = {int(m.group(1)): i for i in z.infolist() if (m := _STORAGE.search(i.filename))}
+        start_dir = z.start_dir
+    crcs: dict[str, int] = {}
+    with file.open("r+b") as f:
+        for n, rows in enumerate(parts):
+            info = infos[n]
+            if rows.nbytes != info.file_size:
+                raise ShardMismatchError(
+                    f"storage {n} holds {info.file_size} bytes, the tensor {rows.nbytes}", path=file
+                )
+            f.seek(info.header_offset)
+            header = f.read(30)
+            flags = struct.unpack("<H", header[6:8])[0]
+            name_len, extra_len = struct.unpack("<HH", header[26:30])
+            f.seek(info.header_offset + 30 + name_len + extra_len)
+            crc = 0
+            for chunk in rows.byte_chunks():
+                f.write(chunk)
+                crc = zlib.crc32(chunk, crc)
+            if flags & 0x08:  # a data descriptor follows the data: [signature] crc sizes
+                at = f.tell()
+                sig = f.read(4)
+                f.seek(at + 4 if sig == b"PK\x07\x08" else at)
+                f.write(struct.pack("<I", crc))
+            f.seek(info.header_offset + 14)
+            f.write(struct.pack("<I", crc))
+            crcs[info.filename] = crc
+        pos = start_dir
+        while True:
+            f.seek(pos)
+            entry = f.read(46)
+            if len(entry) < 46 or entry[:4] != b"PK\x01\x02":
+                break
+            n_len, e_len, c_len = struct.unpack("<HHH", entry[28:34])
+            name = f.read(n_len).decode()
+            if name in crcs:
+                f.seek(pos + 16)
+                f.write(struct.pack("<I", crcs[name]))
+            pos += 46 + n_len + e_len + c_len
 
 
 def write_megatron(
@@ -111,31 +163,45 @@ def write_megatron(
             keys = _stage_keys(arch, layout, pp)
             for ep in range(layout.ep):
                 for tp in range(layout.tp):
-                    model: dict[str, torch.Tensor] = {}
+                    mine = []
                     for key, local in keys:
-                        rule, _, expert = rule_for(key)
+                        _, _, expert = rule_for(key)
                         if expert is not None:
                             if expert // n_local != ep:
                                 continue
                             local = local.replace(f"local_experts.{expert}.", f"local_experts.{expert - ep * n_local}.")
-                        full = src.get(key)
+                        mine.append((key, local))
+
+                    def part(key: str, *, meta: bool, tp: int = tp) -> tuple[Rows, Rows]:
+                        rule, _, _ = rule_for(key)
+                        full = src.get(key, meta=meta)
                         if rule.split is Split.VOCAB:
                             full = _pad_vocab(full, padded, key)
-                        part = split_tp(rule, arch, full, tp=layout.tp, rank=tp)
-                        model[local] = _owned(part.tensor())
-                        src.release(full)
-                        if progress:
-                            progress(part.nbytes)
+                        return full, split_tp(rule, arch, full, tp=layout.tp, rank=tp)
+
                     rank_dir = tmp / iter_name / rank_dir_name(tp, pp, ep, layout)
                     rank_dir.mkdir(parents=True)
+                    # the file's structure first (no tensor bytes), then each tensor's bytes streamed into place
+                    skeleton = {local: _placeholder(part(key, meta=True)[1]) for key, local in mine}
                     state = {
-                        "model": model,
+                        "model": skeleton,
                         "iteration": 0 if iteration is None else iteration,
                         "checkpoint_version": CHECKPOINT_VERSION,
                         "args": args,
                     }
-                    torch.save(state, rank_dir / RANK_FILE)
-                    del model, state
+                    with torch.serialization.skip_data():
+                        torch.save(state, rank_dir / RANK_FILE)
+                    del skeleton, state
+
+                    def parts(mine: list[tuple[str, str]] = mine, part: Any = part) -> Iterator[Rows]:
+                        for key, _ in mine:
+                            full, rows = part(key, meta=False)
+                            yield rows
+                            src.release(full)
+                            if progress:
+                                progress(rows.nbytes)
+
+                    fill_storages(rank_dir / RANK_FILE, parts())
         (tmp / iter_name / "arguments.json").write_text(json.dumps(args, indent=2, sort_keys=True) + "\n")
         (tmp / TRACKER).write_text(("release" if iteration is None else str(iteration)) + "\n")
     return args
