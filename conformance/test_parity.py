@@ -43,7 +43,10 @@ def _load_merged(path: Path) -> Any:
     from transformers import AutoModelForCausalLM
 
     # float32 on both sides: the comparison measures layout, not storage precision
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=False).eval()
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=False).eval()
+    except Exception as e:  # noqa: BLE001 - transformers raises many types; name the directory instead
+        pytest.fail(f"transformers cannot load the model: {e} [{path}]. Fix: ship a loadable model/", pytrace=False)
 
 
 def _merged_logits(model: Any, eval_set: list[tuple[str, list[int]]]) -> list[torch.Tensor]:

@@ -151,7 +151,10 @@ def vla_tokenizer(vla_model_dir: Path) -> Any:
         pytest.skip(f"no tokenizer package at {vla_model_dir / 'tokenizer.json'}")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(vla_model_dir)
+    try:
+        return AutoTokenizer.from_pretrained(vla_model_dir)
+    except Exception as e:  # noqa: BLE001 - transformers raises many types; name the directory instead
+        pytest.fail(f"transformers cannot load the tokenizer: {e} [{vla_model_dir}]", pytrace=False)
 
 
 @pytest.fixture(scope="session")
