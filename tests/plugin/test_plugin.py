@@ -189,3 +189,14 @@ def test_non_editable_install_runs_from_elsewhere(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert str(target / "vla_conformance") in run.stdout or "7 passed" in run.stdout
     assert "VLA-Driver-Tiny-Dense v1.0.0: CONFORMS" in run.stdout
+
+
+def test_malformed_files_fail_cleanly(golden_copy, run_suite):
+    """Garbage in config.json and release.json: failures that name the file, no raw tracebacks."""
+    release = golden_copy("dense")
+    (release / "model/config.json").write_text("{not json")
+    (release / "release.json").write_text("garbage")
+    run = run_suite(release)
+    assert run.failed
+    for name, text in run.failed.items():
+        assert "site-packages" not in text and "Traceback" not in text, (name, text[:2000])
