@@ -39,7 +39,7 @@ from transformers.feature_extraction_utils import BatchFeature
 from .codebook import AUDIO_TENSOR, Codebook, residual_decode, residual_quantize
 from .config import AudioConfig, own_keys
 from .errors import CodebookError, ItemError
-from .hub import hub_kwargs, resolve_file
+from .hub import CodebookLoader, hub_kwargs, resolve_file
 from .items import Audio
 
 __all__ = [
@@ -216,7 +216,7 @@ class AudioFeatures:
     codes: np.ndarray | None
 
 
-class VLAFeatureExtractor(SequenceFeatureExtractor):
+class VLAFeatureExtractor(CodebookLoader, SequenceFeatureExtractor):
     """The reference audio feature extractor: log-mel features and residual codebook codes; no defaults.
 
     Example:
@@ -250,25 +250,10 @@ class VLAFeatureExtractor(SequenceFeatureExtractor):
                 )
         self.codebook = codebook
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike[str],
-        cache_dir: str | os.PathLike[str] | None = None,
-        force_download: bool = False,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        revision: str = "main",
-        **kwargs: Any,
-    ) -> Any:
-        """Load the config and the residual codebook it names."""
-        hub: dict[str, Any] = {"cache_dir": cache_dir, "force_download": force_download, "token": token}
-        hub.update(local_files_only=local_files_only, revision=revision)
-        extractor = super().from_pretrained(pretrained_model_name_or_path, **hub, **kwargs)
-        cfg = extractor.audio
-        path = resolve_file(pretrained_model_name_or_path, cfg.audio_codebook_file, hub_kwargs({**hub, **kwargs}))
-        extractor.codebook = load_audio_codebook(cfg, path)
-        return extractor
+    def _load_codebook_from(self, pretrained: str | os.PathLike[str], kwargs: dict[str, Any]) -> None:
+        """Load the residual codebook the config names (called by ``from_pretrained``)."""
+        path = resolve_file(pretrained, self.audio.audio_codebook_file, hub_kwargs(kwargs))
+        self.codebook = load_audio_codebook(self.audio, path)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.audio.to_json(), "feature_extractor_type": type(self).__name__}

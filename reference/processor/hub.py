@@ -11,7 +11,7 @@ from transformers.utils.hub import cached_file
 
 from .errors import CodebookError
 
-__all__ = ["hub_kwargs", "resolve_file"]
+__all__ = ["hub_kwargs", "resolve_file", "CodebookLoader"]
 
 # the from_pretrained kwargs that say where and how to fetch files
 _HUB_KEYS: Final = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
@@ -41,3 +41,20 @@ def resolve_file(pretrained: str | os.PathLike[str], filename: str, kwargs: Mapp
             fix="ship the codebook file beside processor_config.json (save_pretrained writes it)",
         )
     return Path(found)
+
+
+class CodebookLoader:
+    """``from_pretrained`` that also loads the codebook the loaded config names.
+
+    Mixed into the image, video and audio processors; each defines ``_load_codebook_from``.
+    """
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        # transformers' signature: (pretrained_model_name_or_path, cache_dir=..., ..., **kwargs)
+        loaded = super().from_pretrained(*args, **kwargs)  # type: ignore[misc]
+        pretrained = args[0] if args else kwargs["pretrained_model_name_or_path"]
+        loaded._load_codebook_from(
+            pretrained, {k: v for k, v in kwargs.items() if k != "pretrained_model_name_or_path"}
+        )
+        return loaded

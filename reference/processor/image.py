@@ -32,7 +32,7 @@ from transformers.image_processing_base import BatchFeature, ImageProcessingMixi
 from .codebook import VISUAL_TENSOR, Codebook, nearest
 from .config import ImageConfig, own_keys
 from .errors import CodebookError, ItemError
-from .hub import hub_kwargs, resolve_file
+from .hub import CodebookLoader, hub_kwargs, resolve_file
 
 __all__ = [
     "as_rgb",
@@ -216,7 +216,7 @@ def load_visual_codebook(cfg: ImageConfig, path: Path) -> Codebook:
     )
 
 
-class _PixelProcessor:
+class _PixelProcessor(CodebookLoader):
     """What the image and video processors share: the config record, the codebook, VQ and its inverse."""
 
     pixels: ImageConfig
@@ -294,24 +294,6 @@ class VLAImageProcessor(_PixelProcessor, PilBackend):
             if key != "backend":  # PilBackend.backend is a read-only property: "pil"
                 setattr(self, key, value)
         self._attach_codebook(codebook)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike[str],
-        cache_dir: str | os.PathLike[str] | None = None,
-        force_download: bool = False,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        revision: str = "main",
-        **kwargs: Any,
-    ) -> Any:
-        """Load the config (``processor_config.json`` or ``preprocessor_config.json``) and the codebook."""
-        hub: dict[str, Any] = {"cache_dir": cache_dir, "force_download": force_download, "token": token}
-        hub.update(local_files_only=local_files_only, revision=revision)
-        processor = super().from_pretrained(pretrained_model_name_or_path, **hub, **kwargs)
-        processor._load_codebook_from(pretrained_model_name_or_path, {**hub, **kwargs})
-        return processor
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.pixels.to_json(), "image_processor_type": type(self).__name__}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -140,23 +139,6 @@ class VLAVideoProcessor(_PixelProcessor, VideoProcessorMixin):
     def backend(self) -> str:
         """Always ``"pil"``: frames go through the same PIL pipeline as images."""
         return "pil"
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike[str],
-        cache_dir: str | os.PathLike[str] | None = None,
-        force_download: bool = False,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        revision: str = "main",
-        **kwargs: Any,
-    ) -> Any:
-        hub: dict[str, Any] = {"cache_dir": cache_dir, "force_download": force_download, "token": token}
-        hub.update(local_files_only=local_files_only, revision=revision)
-        processor = super().from_pretrained(pretrained_model_name_or_path, **hub, **kwargs)
-        processor._load_codebook_from(pretrained_model_name_or_path, {**hub, **kwargs})
-        return processor
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.video.to_json(), "video_processor_type": type(self).__name__}
