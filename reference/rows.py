@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Rows", "HCat"]
+__all__ = ["Rows", "HCat", "CHUNK_BYTES"]
 
 # Target size of one block when row-parallel shards are joined: big enough to write efficiently,
 # small enough that memory never holds a whole matrix.
@@ -24,16 +24,23 @@ class HCat:
     """Rows ``start:stop`` of shards joined along dim 1, made only when its bytes are needed.
 
     The merged form of a row-parallel weight is, row by row, every shard's row side by side; as a
-    list of these blocks it streams to disk one small block at a time.
+    list of these blocks it streams to disk one small block at a time. ``cols`` narrows the join to
+    a column range (a row-parallel weight split again for another TP size).
     """
 
     shards: tuple[torch.Tensor, ...]
     start: int
     stop: int
+    cols: tuple[int, int] | None = None
+
+    @property
+    def width(self) -> int:
+        return sum(int(s.shape[1]) for s in self.shards)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (self.stop - self.start, sum(int(s.shape[1]) for s in self.shards))
+        lo, hi = self.cols or (0, self.width)
+        return (self.stop - self.start, hi - lo)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -49,16 +56,28 @@ class HCat:
 
     def __getitem__(self, rows: slice) -> HCat:
         lo, hi, _ = rows.indices(self.stop - self.start)
-        return HCat(self.shards, self.start + lo, self.start + hi)
+        return HCat(self.shards, self.start + lo, self.start + hi, self.cols)
+
+    def columns(self, lo: int, hi: int) -> HCat:
+        base = self.cols[0] if self.cols else 0
+        return HCat(self.shards, self.start, self.stop, (base + lo, base + hi))
 
     def to(self, device: str) -> torch.Tensor:
         return torch.empty(self.shape, dtype=self.dtype, device=device)
 
     def tensor(self) -> torch.Tensor:
-        return torch.cat([s[self.start : self.stop] for s in self.shards], dim=1)
+        return torch.cat(self.sources(), dim=1)
 
     def sources(self) -> list[torch.Tensor]:
-        return [s[self.start : self.stop] for s in self.shards]
+        lo, hi = self.cols or (0, self.width)
+        out, at = [], 0
+        for s in self.shards:
+            w = int(s.shape[1])
+            a, b = max(lo - at, 0), min(hi - at, w)
+            if a < b:
+                out.append(s[self.start : self.stop] if (a, b) == (0, w) else s[self.start : self.stop, a:b])
+            at += w
+        return out
 
     @staticmethod
     def blocks(shards: list[torch.Tensor]) -> list[HCat]:
@@ -73,6 +92,17 @@ Piece = torch.Tensor | HCat
 
 def _materialize(p: Piece) -> torch.Tensor:
     return p.tensor() if isinstance(p, HCat) else p
+
+
+# Largest chunk handed to a writer at once: small enough to stay in cache while a second thread
+# checksums it, large enough that per-call overhead does not show.
+CHUNK_BYTES = 8 << 20
+
+
+def _cut(t: torch.Tensor) -> Iterator[memoryview]:
+    flat = memoryview(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]  # ndarray is a buffer
+    for a in range(0, len(flat), CHUNK_BYTES):
+        yield flat[a : a + CHUNK_BYTES]
 
 
 @dataclass(frozen=True)
@@ -147,6 +177,13 @@ class Rows:
                 break
         return Rows((stop - start, *self.shape[1:]), self.dtype, tuple(out))
 
+    def columns(self, lo: int, hi: int) -> Rows:
+        """Columns ``lo:hi`` of a 2-D tensor (a row-parallel split), still as views."""
+        if len(self.shape) != 2 or not 0 <= lo <= hi <= self.shape[1]:
+            raise IndexError(f"columns {lo}:{hi} outside {self.shape}")
+        pieces = tuple(p.columns(lo, hi) if isinstance(p, HCat) else p[:, lo:hi] for p in self.pieces)
+        return Rows((self.rows, hi - lo), self.dtype, pieces)
+
     def blocks(self, sizes: Sequence[int]) -> list[Rows]:
         """Consecutive row blocks of the given sizes, which must add up to ``rows``."""
         if sum(sizes) != self.rows:
@@ -171,14 +208,34 @@ class Rows:
         """The same shape and dtype, no data: for planning without reading."""
         return Rows(self.shape, self.dtype, tuple(p.to("meta") for p in self.pieces))
 
-    def byte_chunks(self) -> Iterator[memoryview]:
-        """The bytes of the tensor, piece by piece, without concatenating."""
+    def byte_chunks(self, scratch: torch.Tensor | None = None) -> Iterator[memoryview]:
+        """The bytes of the tensor, in order, without concatenating pieces.
+
+        Contiguous pieces come out as zero-copy views, cut at ``CHUNK_BYTES``. With ``scratch`` (a
+        flat ``uint8`` buffer), pieces that need a copy (strided slices, row-parallel joins) are
+        copied into it block by block instead of into fresh memory, so no page is faulted in anew:
+        each chunk is then valid only until the next one is asked for.
+        """
         for piece in self.pieces:
             if piece.numel() == 0:
                 continue
-            p = _materialize(piece)
-            flat = p.contiguous().reshape(-1).view(torch.uint8)
-            yield memoryview(flat.numpy()).cast("B")  # type: ignore[arg-type]  # ndarray is a buffer
+            if isinstance(piece, torch.Tensor) and piece.is_contiguous():
+                yield from _cut(piece)
+                continue
+            row_bytes = (piece.numel() // piece.shape[0]) * self.dtype.itemsize
+            if scratch is None or row_bytes > scratch.numel():
+                yield from _cut(_materialize(piece).contiguous())
+                continue
+            step = scratch.numel() // row_bytes
+            for a in range(0, piece.shape[0], step):
+                block = piece[a : a + step]
+                n = block.numel() * self.dtype.itemsize
+                out = scratch[:n].view(self.dtype).view(block.shape)
+                if isinstance(block, HCat):
+                    torch.cat(block.sources(), dim=1, out=out)
+                else:
+                    out.copy_(block)
+                yield memoryview(scratch[:n].numpy())  # type: ignore[arg-type]  # ndarray is a buffer
 
     def sources(self) -> list[torch.Tensor]:
         """The tensors the bytes come from (shard views), for giving their pages back."""

@@ -9,11 +9,14 @@ rule); merging strips them again, so the padding never reaches a Hugging Face ch
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,7 +27,7 @@ from .arch import Arch, Layout
 from .errors import LayoutError, ShardMismatchError, UnsupportedModelError
 from .hf import Source
 from .layout import RANK_FILE, TRACKER, rank_dir_name
-from .rows import Rows
+from .rows import CHUNK_BYTES, Rows
 from .spec import Scope, Split, canonical_keys, format_key, rule_for
 from .tp import split_tp
 
@@ -87,54 +90,132 @@ def _placeholder(rows: Rows) -> torch.Tensor:
 
 
 _STORAGE: Final = re.compile(r"/data/(\d+)\Z")
+_SMALL: Final = 1 << 20  # chunks below this are checksummed inline, not on the helper thread
+
+
+@dataclass(frozen=True)
+class _Record:
+    """Where one storage's bytes and the three copies of its CRC-32 live in a torch zip."""
+
+    name: str
+    size: int
+    data: int  # offset of the first data byte
+    crc_fields: tuple[int, ...]  # local header, data descriptor (if any), central directory
+
+
+def _records(fd: int, file: Path) -> list[_Record]:
+    """The storage records of a torch zip, by storage number, read from its headers only."""
+    with zipfile.ZipFile(file) as z:
+        infos = {int(m.group(1)): i for i in z.infolist() if (m := _STORAGE.search(i.filename))}
+        start_dir, end = z.start_dir, file.stat().st_size
+    central: dict[str, int] = {}
+    directory = os.pread(fd, end - start_dir, start_dir)
+    pos = 0
+    while directory[pos : pos + 4] == b"PK\x01\x02":
+        n_len, e_len, c_len = struct.unpack_from("<HHH", directory, pos + 28)
+        central[directory[pos + 46 : pos + 46 + n_len].decode()] = start_dir + pos + 16
+        pos += 46 + n_len + e_len + c_len
+    out = []
+    for n in range(len(infos)):
+        info = infos[n]
+        header = os.pread(fd, 30, info.header_offset)
+        (flags,) = struct.unpack_from("<H", header, 6)
+        name_len, extra_len = struct.unpack_from("<HH", header, 26)
+        data = info.header_offset + 30 + name_len + extra_len
+        fields = [info.header_offset + 14]
+        if flags & 0x08:  # a data descriptor follows the data: [signature] crc sizes
+            after = data + info.file_size
+            fields.append(after + 4 if os.pread(fd, 4, after) == b"PK\x07\x08" else after)
+        fields.append(central[info.filename])
+        out.append(_Record(info.filename, info.file_size, data, tuple(fields)))
+    return out
+
+
+class _Checksums:
+    """CRC-32 on a helper thread while the main thread writes the same bytes (zlib drops the GIL)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="crc32") if enabled else None
+
+    def write(self, fd: int, offset: int, chunks: Iterable[memoryview]) -> tuple[int, int]:
+        """pwrite the chunks from ``offset`` on; returns (bytes written, CRC-32 of them)."""
+        crc = written = 0
+        for chunk in chunks:
+            pending = None
+            if self._pool is not None:
+                if len(chunk) >= _SMALL:
+                    pending = self._pool.submit(zlib.crc32, chunk, crc)
+                else:
+                    crc = zlib.crc32(chunk, crc)
+            view = chunk
+            while view:
+                n = os.pwrite(fd, view, offset + written)
+                written += n
+                view = view[n:]
+            if pending is not None:
+                crc = pending.result()  # before the next chunk, which may reuse this one's memory
+        return written, crc
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+class _RankFile:
+    """A rank file saved by torch.save under ``skip_data``, its storages filled in place."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR)
+        try:
+            self.records = _records(self.fd, path)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._filled = 0
+
+    def fill(self, rows: Rows, sums: _Checksums, scratch: torch.Tensor) -> None:
+        """Write the next storage (torch numbers storages in pickling order) and its CRC-32."""
+        record = self.records[self._filled]
+        if rows.nbytes != record.size:
+            raise ShardMismatchError(
+                f"storage {self._filled} holds {record.size} bytes, the tensor {rows.nbytes}", path=self.path
+            )
+        written, crc = sums.write(self.fd, record.data, rows.byte_chunks(scratch))
+        if written != record.size:
+            raise ShardMismatchError(f"wrote {written} bytes into a {record.size}-byte storage", path=self.path)
+        if sums.enabled:
+            packed = struct.pack("<I", crc)
+            for at in record.crc_fields:
+                os.pwrite(self.fd, packed, at)
+        self._filled += 1
+
+    def finish(self) -> None:
+        if self._filled != len(self.records):
+            raise ShardMismatchError(f"{self._filled} of {len(self.records)} storages written", path=self.path)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def fill_storages(file: Path, parts: Iterable[Rows]) -> None:
     """Write the bytes of storages 0, 1, ... of a torch zip saved under ``skip_data``, with their CRC-32.
 
     torch.save numbers storages in pickling order, which is the order of ``parts``. The zip stays
-    valid: each record's CRC is patched in its local header, data descriptor and central directory.
+    valid: each record's CRC is patched in its local header, data descriptor and central directory
+    (unless ``torch.serialization.set_crc32_options(False)`` asked torch.save for none).
     """
-    with zipfile.ZipFile(file) as z:
-        infos = {int(m.group(1)): i for i in z.infolist() if (m := _STORAGE.search(i.filename))}
-        start_dir = z.start_dir
-    crcs: dict[str, int] = {}
-    with file.open("r+b") as f:
-        for n, rows in enumerate(parts):
-            info = infos[n]
-            if rows.nbytes != info.file_size:
-                raise ShardMismatchError(
-                    f"storage {n} holds {info.file_size} bytes, the tensor {rows.nbytes}", path=file
-                )
-            f.seek(info.header_offset)
-            header = f.read(30)
-            flags = struct.unpack("<H", header[6:8])[0]
-            name_len, extra_len = struct.unpack("<HH", header[26:30])
-            f.seek(info.header_offset + 30 + name_len + extra_len)
-            crc = 0
-            for chunk in rows.byte_chunks():
-                f.write(chunk)
-                crc = zlib.crc32(chunk, crc)
-            if flags & 0x08:  # a data descriptor follows the data: [signature] crc sizes
-                at = f.tell()
-                sig = f.read(4)
-                f.seek(at + 4 if sig == b"PK\x07\x08" else at)
-                f.write(struct.pack("<I", crc))
-            f.seek(info.header_offset + 14)
-            f.write(struct.pack("<I", crc))
-            crcs[info.filename] = crc
-        pos = start_dir
-        while True:
-            f.seek(pos)
-            entry = f.read(46)
-            if len(entry) < 46 or entry[:4] != b"PK\x01\x02":
-                break
-            n_len, e_len, c_len = struct.unpack("<HHH", entry[28:34])
-            name = f.read(n_len).decode()
-            if name in crcs:
-                f.seek(pos + 16)
-                f.write(struct.pack("<I", crcs[name]))
-            pos += 46 + n_len + e_len + c_len
+    sums = _Checksums(torch.serialization.get_crc32_options())
+    rank = _RankFile(file)
+    try:
+        scratch = torch.empty(CHUNK_BYTES, dtype=torch.uint8)
+        for rows in parts:
+            rank.fill(rows, sums, scratch)
+        rank.finish()
+    finally:
+        sums.close()
+        rank.close()
 
 
 def write_megatron(
@@ -158,11 +239,13 @@ def write_megatron(
     iter_name = "release" if iteration is None else f"iter_{iteration:07d}"
     if iteration is not None:
         args["iteration"] = iteration
+    sums = _Checksums(torch.serialization.get_crc32_options())
+    scratch = torch.empty(CHUNK_BYTES, dtype=torch.uint8)
     with atomic_dir(dst, overwrite=overwrite, fsync=fsync) as tmp:
-        for pp in range(layout.pp):
-            keys = _stage_keys(arch, layout, pp)
-            for ep in range(layout.ep):
-                for tp in range(layout.tp):
+        try:
+            for pp in range(layout.pp):
+                keys = _stage_keys(arch, layout, pp)
+                for ep in range(layout.ep):
                     mine = []
                     for key, local in keys:
                         _, _, expert = rule_for(key)
@@ -171,40 +254,63 @@ def write_megatron(
                                 continue
                             local = local.replace(f"local_experts.{expert}.", f"local_experts.{expert - ep * n_local}.")
                         mine.append((key, local))
-
-                    def part(key: str, *, meta: bool, tp: int = tp) -> tuple[Rows, Rows]:
-                        rule, _, _ = rule_for(key)
-                        full = src.get(key, meta=meta)
-                        if rule.split is Split.VOCAB:
-                            full = _pad_vocab(full, padded, key)
-                        return full, split_tp(rule, arch, full, tp=layout.tp, rank=tp)
-
-                    rank_dir = tmp / iter_name / rank_dir_name(tp, pp, ep, layout)
-                    rank_dir.mkdir(parents=True)
-                    # the file's structure first (no tensor bytes), then each tensor's bytes streamed into place
-                    skeleton = {local: _placeholder(part(key, meta=True)[1]) for key, local in mine}
-                    state = {
-                        "model": skeleton,
-                        "iteration": 0 if iteration is None else iteration,
-                        "checkpoint_version": CHECKPOINT_VERSION,
-                        "args": args,
-                    }
-                    with torch.serialization.skip_data():
-                        torch.save(state, rank_dir / RANK_FILE)
-                    del skeleton, state
-
-                    def parts(mine: list[tuple[str, str]] = mine, part: Any = part) -> Iterator[Rows]:
+                    # every TP rank of the stage at once, so each source tensor is read once, in order
+                    ranks: list[_RankFile] = []
+                    try:
+                        for tp in range(layout.tp):
+                            rank_dir = tmp / iter_name / rank_dir_name(tp, pp, ep, layout)
+                            ranks.append(_skeleton(src, layout, mine, rank_dir, tp, iteration, args))
                         for key, _ in mine:
-                            full, rows = part(key, meta=False)
-                            yield rows
+                            rule, _, _ = rule_for(key)
+                            full = _stored(src.get(key), rule, padded, key)
+                            for tp, rank in enumerate(ranks):
+                                part = split_tp(rule, arch, full, tp=layout.tp, rank=tp)
+                                rank.fill(part, sums, scratch)
+                                if progress:
+                                    progress(part.nbytes)
                             src.release(full)
-                            if progress:
-                                progress(rows.nbytes)
-
-                    fill_storages(rank_dir / RANK_FILE, parts())
+                        for rank in ranks:
+                            rank.finish()
+                    finally:
+                        for rank in ranks:
+                            rank.close()
+        finally:
+            sums.close()
         (tmp / iter_name / "arguments.json").write_text(json.dumps(args, indent=2, sort_keys=True) + "\n")
         (tmp / TRACKER).write_text(("release" if iteration is None else str(iteration)) + "\n")
     return args
+
+
+def _stored(full: Rows, rule: Any, padded: int, key: str) -> Rows:
+    """The tensor as the checkpoint stores it before splitting: vocabulary rows padded for the new TP."""
+    return _pad_vocab(full, padded, key) if rule.split is Split.VOCAB else full
+
+
+def _skeleton(
+    src: Source,
+    layout: Layout,
+    mine: list[tuple[str, str]],
+    rank_dir: Path,
+    tp: int,
+    iteration: int | None,
+    args: dict[str, Any],
+) -> _RankFile:
+    """Save one rank's file without tensor bytes (torch's own zip records, sized), open to fill."""
+    skeleton = {}
+    for key, local in mine:
+        rule, _, _ = rule_for(key)
+        full = _stored(src.get(key, meta=True), rule, args["padded_vocab_size"], key)
+        skeleton[local] = _placeholder(split_tp(rule, src.arch, full, tp=layout.tp, rank=tp))
+    state = {
+        "model": skeleton,
+        "iteration": 0 if iteration is None else iteration,
+        "checkpoint_version": CHECKPOINT_VERSION,
+        "args": args,
+    }
+    rank_dir.mkdir(parents=True)
+    with torch.serialization.skip_data():
+        torch.save(state, rank_dir / RANK_FILE)
+    return _RankFile(rank_dir / RANK_FILE)
 
 
 def _pad_vocab(full: Rows, padded: int, key: str) -> Rows:

@@ -129,9 +129,8 @@ def split_tp(rule: ParamRule, arch: Arch, full: Rows, *, tp: int, rank: int) -> 
     if rule.split is Split.REPLICATED or tp == 1:
         return full
     if rule.split is Split.ROW:
-        t = full.tensor()
-        lo, hi = _even(t.shape[1], tp, rank, rule.template)
-        return Rows.of(t[:, lo:hi].contiguous())
+        lo, hi = _even(full.shape[1], tp, rank, rule.template)
+        return full.columns(lo, hi)
     return Rows.cat([full.slice(a, b) for a, b in rank_ranges(rule, arch, full.rows, tp, rank)])
 
 
