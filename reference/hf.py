@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +14,13 @@ import torch
 
 from ._fs import atomic_dir
 from ._pages import FileMappings
+from ._pwrite import Writer
 from .arch import Arch, Layout
 from .errors import LayoutError, MalformedFileError, ShardMismatchError, UnsupportedModelError
 from .families import Family, arch_from_config, family_for_arch
 from .layout import read_json
 from .rows import Rows
-from .safetensors_io import SafetensorsFile, header_for, write_rows
+from .safetensors_io import SafetensorsFile, header_for
 from .spec import canonical_keys, rule_for
 
 __all__ = ["Source", "HFSource", "write_hf", "INDEX", "SINGLE"]
@@ -53,13 +56,7 @@ class _Unit:
 
     @property
     def nbytes(self) -> int:
-        total = 0
-        for shape in self.shapes:
-            n = self.dtype.itemsize
-            for s in shape:
-                n *= s
-            total += n
-        return total
+        return sum(_nbytes(shape, self.dtype) for shape in self.shapes)
 
 
 def _plan(src: Source, family: Family) -> list[_Unit]:
@@ -121,23 +118,37 @@ def write_hf(
         if len(shards) == 1
         else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     )
-    with atomic_dir(dst, overwrite=overwrite, fsync=fsync) as tmp:
+    with atomic_dir(dst, overwrite=overwrite, fsync=fsync) as tmp, Writer() as writer:
         weight_map: dict[str, str] = {}
         for fname, shard in zip(names, shards, strict=True):
             entries = [(n, s, u.dtype) for u in shard for n, s in zip(u.names, u.shapes, strict=True)]
-            with (tmp / fname).open("wb") as f:
-                f.write(header_for(entries, {"format": "pt"}))
+            header = header_for(entries, {"format": "pt"})
+            offsets = _offsets(entries, len(header))
+            fd = os.open(tmp / fname, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                os.pwrite(fd, header, 0)
+                os.ftruncate(fd, len(header) + sum(_nbytes(s, d) for _, s, d in entries))
                 for u in shard:
-                    for name, rows in zip(u.names, _produce(src, family, u), strict=True):
+                    produced = list(zip(u.names, _produce(src, family, u), strict=True))
+                    jobs = []
+                    for name, rows in produced:
                         if rows.shape != u.shapes[u.names.index(name)] or rows.dtype != u.dtype:
                             raise ShardMismatchError(
                                 f"produced {rows.shape} {rows.dtype}, planned {u.shapes} {u.dtype}", key=name
                             )
-                        n = write_rows(f, rows)
+                        # every tensor cut into one row range per writer thread, each pwritten in place
+                        jobs += [
+                            functools.partial(writer.write, fd, offsets[name] + at, part)
+                            for at, part in writer.split(rows)
+                        ]
+                    writer.run(jobs)
+                    for _, rows in produced:
                         src.release(rows)
-                        if progress:
-                            progress(n)
-                    weight_map.update({n: fname for n in u.names})
+                    if progress:
+                        progress(u.nbytes)
+            finally:
+                os.close(fd)
+            weight_map.update({n: fname for u in shard for n in u.names})
         if len(shards) > 1:
             index = {
                 "metadata": {"total_size": sum(u.nbytes for u in units)},
@@ -148,6 +159,22 @@ def write_hf(
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
     return config
+
+
+def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    n = dtype.itemsize
+    for s in shape:
+        n *= s
+    return n
+
+
+def _offsets(entries: list[tuple[str, tuple[int, ...], torch.dtype]], start: int) -> dict[str, int]:
+    """File offset of every tensor's bytes, in header order (as ``header_for`` lays them out)."""
+    out, at = {}, start
+    for name, shape, dtype in entries:
+        out[name] = at
+        at += _nbytes(shape, dtype)
+    return out
 
 
 def _produce(src: Source, family: Family, unit: _Unit) -> Iterator[Rows]:

@@ -8,14 +8,13 @@ rule); merging strips them again, so the padding never reaches a Hugging Face ch
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import struct
 import zipfile
-import zlib
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -23,11 +22,12 @@ from typing import Any, Final
 import torch
 
 from ._fs import atomic_dir
+from ._pwrite import Writer
 from .arch import Arch, Layout
 from .errors import LayoutError, ShardMismatchError, UnsupportedModelError
 from .hf import Source
 from .layout import RANK_FILE, TRACKER, rank_dir_name
-from .rows import CHUNK_BYTES, Rows
+from .rows import Rows
 from .spec import Scope, Split, canonical_keys, format_key, rule_for
 from .tp import split_tp
 
@@ -90,7 +90,6 @@ def _placeholder(rows: Rows) -> torch.Tensor:
 
 
 _STORAGE: Final = re.compile(r"/data/(\d+)\Z")
-_SMALL: Final = 1 << 20  # chunks below this are checksummed inline, not on the helper thread
 
 
 @dataclass(frozen=True)
@@ -131,37 +130,6 @@ def _records(fd: int, file: Path) -> list[_Record]:
     return out
 
 
-class _Checksums:
-    """CRC-32 on a helper thread while the main thread writes the same bytes (zlib drops the GIL)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="crc32") if enabled else None
-
-    def write(self, fd: int, offset: int, chunks: Iterable[memoryview]) -> tuple[int, int]:
-        """pwrite the chunks from ``offset`` on; returns (bytes written, CRC-32 of them)."""
-        crc = written = 0
-        for chunk in chunks:
-            pending = None
-            if self._pool is not None:
-                if len(chunk) >= _SMALL:
-                    pending = self._pool.submit(zlib.crc32, chunk, crc)
-                else:
-                    crc = zlib.crc32(chunk, crc)
-            view = chunk
-            while view:
-                n = os.pwrite(fd, view, offset + written)
-                written += n
-                view = view[n:]
-            if pending is not None:
-                crc = pending.result()  # before the next chunk, which may reuse this one's memory
-        return written, crc
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-
-
 class _RankFile:
     """A rank file saved by torch.save under ``skip_data``, its storages filled in place."""
 
@@ -175,17 +143,21 @@ class _RankFile:
             raise
         self._filled = 0
 
-    def fill(self, rows: Rows, sums: _Checksums, scratch: torch.Tensor) -> None:
-        """Write the next storage (torch numbers storages in pickling order) and its CRC-32."""
+    def fill(self, rows: Rows, writer: Writer, *, checksum: bool) -> None:
+        """Write the next storage (torch numbers storages in pickling order) and its CRC-32.
+
+        The zip stays valid: the CRC is patched in the record's local header, data descriptor and
+        central directory entry (``checksum=False`` leaves zeros, as torch.save does when asked).
+        """
         record = self.records[self._filled]
         if rows.nbytes != record.size:
             raise ShardMismatchError(
                 f"storage {self._filled} holds {record.size} bytes, the tensor {rows.nbytes}", path=self.path
             )
-        written, crc = sums.write(self.fd, record.data, rows.byte_chunks(scratch))
+        written, crc = writer.write(self.fd, record.data, rows, checksum=checksum)
         if written != record.size:
             raise ShardMismatchError(f"wrote {written} bytes into a {record.size}-byte storage", path=self.path)
-        if sums.enabled:
+        if checksum:
             packed = struct.pack("<I", crc)
             for at in record.crc_fields:
                 os.pwrite(self.fd, packed, at)
@@ -197,25 +169,6 @@ class _RankFile:
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def fill_storages(file: Path, parts: Iterable[Rows]) -> None:
-    """Write the bytes of storages 0, 1, ... of a torch zip saved under ``skip_data``, with their CRC-32.
-
-    torch.save numbers storages in pickling order, which is the order of ``parts``. The zip stays
-    valid: each record's CRC is patched in its local header, data descriptor and central directory
-    (unless ``torch.serialization.set_crc32_options(False)`` asked torch.save for none).
-    """
-    sums = _Checksums(torch.serialization.get_crc32_options())
-    rank = _RankFile(file)
-    try:
-        scratch = torch.empty(CHUNK_BYTES, dtype=torch.uint8)
-        for rows in parts:
-            rank.fill(rows, sums, scratch)
-        rank.finish()
-    finally:
-        sums.close()
-        rank.close()
 
 
 def write_megatron(
@@ -239,8 +192,8 @@ def write_megatron(
     iter_name = "release" if iteration is None else f"iter_{iteration:07d}"
     if iteration is not None:
         args["iteration"] = iteration
-    sums = _Checksums(torch.serialization.get_crc32_options())
-    scratch = torch.empty(CHUNK_BYTES, dtype=torch.uint8)
+    checksum = torch.serialization.get_crc32_options()  # as torch.save would
+    writer = Writer()
     with atomic_dir(dst, overwrite=overwrite, fsync=fsync) as tmp:
         try:
             for pp in range(layout.pp):
@@ -263,19 +216,23 @@ def write_megatron(
                         for key, _ in mine:
                             rule, _, _ = rule_for(key)
                             full = _stored(src.get(key), rule, padded, key)
-                            for tp, rank in enumerate(ranks):
-                                part = split_tp(rule, arch, full, tp=layout.tp, rank=tp)
-                                rank.fill(part, sums, scratch)
-                                if progress:
-                                    progress(part.nbytes)
+                            parts = [split_tp(rule, arch, full, tp=layout.tp, rank=tp) for tp in range(layout.tp)]
+                            writer.run(
+                                [
+                                    functools.partial(rank.fill, part, writer, checksum=checksum)
+                                    for rank, part in zip(ranks, parts, strict=True)
+                                ]
+                            )
                             src.release(full)
+                            if progress:
+                                progress(sum(part.nbytes for part in parts))
                         for rank in ranks:
                             rank.finish()
                     finally:
                         for rank in ranks:
                             rank.close()
         finally:
-            sums.close()
+            writer.close()
         (tmp / iter_name / "arguments.json").write_text(json.dumps(args, indent=2, sort_keys=True) + "\n")
         (tmp / TRACKER).write_text(("release" if iteration is None else str(iteration)) + "\n")
     return args

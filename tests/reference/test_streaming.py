@@ -7,6 +7,7 @@ row-parallel columns cross the old shards' boundaries.
 
 from __future__ import annotations
 
+import functools
 import os
 import zipfile
 import zlib
@@ -15,8 +16,8 @@ import pytest
 import torch
 
 from vla_reference import reshard
+from vla_reference._pwrite import Writer
 from vla_reference.rows import CHUNK_BYTES, HCat, Rows
-from vla_reference.shard_writer import _Checksums
 
 from builders import llama, write_model
 from test_roundtrip import assert_same, rank_models
@@ -61,24 +62,49 @@ def test_contiguous_pieces_are_zero_copy_chunks():
     assert b"".join(bytes(c) for c in chunks) == raw(t)
 
 
-@pytest.mark.parametrize("enabled", [True, False])
-def test_checksums_on_a_thread_match_zlib(tmp_path, enabled):
-    data = os.urandom(3 * (1 << 20) + 12345)
-    chunks = [memoryview(data)[a : a + 1_500_000] for a in range(0, len(data), 1_500_000)]
-    chunks.insert(1, memoryview(b"small"))
-    expected = b"".join(bytes(c) for c in chunks)
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("checksum", [True, False])
+def test_writer_pwrites_at_offsets_with_crc(tmp_path, threads, checksum):
+    g = torch.Generator().manual_seed(1)
+    joined = torch.randn(1200, 4000, generator=g)  # 19.2 MB: several chunks, cut once per thread
+    shards = list(joined.split([1500, 2500], dim=1))
+    rows = [Rows.of(joined[:, 100:2100]), Rows.hcat(shards), Rows.of(torch.arange(7.0))]
+    expected = [raw(joined[:, 100:2100]), raw(joined), raw(torch.arange(7.0))]
+    offsets = [100, 100 + len(expected[0]), 100 + len(expected[0]) + len(expected[1])]
     file = tmp_path / "out.bin"
-    file.write_bytes(b"\0" * (len(expected) + 100))
+    file.write_bytes(b"\0" * (offsets[-1] + len(expected[2])))
     fd = os.open(file, os.O_RDWR)
-    sums = _Checksums(enabled)
+    results: dict[int, tuple[int, int]] = {}
     try:
-        written, crc = sums.write(fd, 100, chunks)
+        with Writer(threads=threads) as w:
+            w.run(
+                [
+                    functools.partial(
+                        lambda i: results.__setitem__(i, w.write(fd, offsets[i], rows[i], checksum=checksum)), i
+                    )
+                    for i in range(3)
+                ]
+            )
+            split = w.split(rows[1])
+            assert len(split) == threads  # large enough to be cut once per thread
+            w.run([functools.partial(w.write, fd, offsets[1] + at, part) for at, part in split])
     finally:
-        sums.close()
         os.close(fd)
-    assert written == len(expected)
-    assert file.read_bytes()[100:] == expected
-    assert crc == (zlib.crc32(expected) if enabled else 0)
+    data = file.read_bytes()
+    for i in range(3):
+        assert data[offsets[i] : offsets[i] + len(expected[i])] == expected[i]
+        assert results[i] == (len(expected[i]), zlib.crc32(expected[i]) if checksum else 0)
+
+
+def test_writer_raises_the_first_error_after_all_jobs_end():
+    done = []
+
+    def fail():
+        raise ValueError("boom")
+
+    with Writer(threads=2) as w, pytest.raises(ValueError, match="boom"):
+        w.run([fail, lambda: done.append(1)])
+    assert done == [1]
 
 
 def test_megatron_to_megatron_reshard_equals_resharding_the_hf_model(tmp_path):
