@@ -17,10 +17,12 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["FileMappings"]
+__all__ = ["FileMappings", "BATCH_BYTES"]
 
 _MADV_DONTNEED = 4
 _PAGE = mmap.PAGESIZE
+# Bytes of released ranges gathered before they are given back in one go (bounds the extra RSS).
+BATCH_BYTES = 128 << 20
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -37,6 +39,8 @@ class FileMappings:
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._libc = _libc()
+        self._pending: list[tuple[int, int]] = []
+        self._pending_bytes = 0
 
     def register_range(self, start: int, length: int) -> None:
         i = bisect.bisect(self._starts, start)
@@ -64,7 +68,14 @@ class FileMappings:
         return i >= 0 and self._ends[i] >= hi
 
     def release(self, tensor: torch.Tensor) -> None:
-        """Drop the resident pages under ``tensor`` if it lies in a registered file mapping."""
+        """Drop the resident pages under ``tensor`` if it lies in a registered file mapping.
+
+        Ranges are queued and given back together once ``BATCH_BYTES`` have gathered, adjacent
+        ranges as one call: each ``madvise`` flushes the TLB of every core running one of our
+        threads, which costs far more per call than per page. The mappings must outlive the
+        queue (they do: a source keeps them open while it is used), so nothing is advised after
+        its file is closed.
+        """
         if self._libc is None or tensor.is_meta or tensor.numel() == 0:
             return
         lo = tensor.data_ptr()
@@ -76,4 +87,22 @@ class FileMappings:
         i = bisect.bisect(self._starts, lo) - 1
         start, end = max(start, self._starts[i]), min(end, self._ends[i])
         if end > start:
-            self._libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
+            self._pending.append((start, end))
+            self._pending_bytes += end - start
+            if self._pending_bytes >= BATCH_BYTES:
+                self.flush()
+
+    def flush(self) -> None:
+        """Give back every queued range now."""
+        pending, self._pending, self._pending_bytes = sorted(self._pending), [], 0
+        merged: list[list[int]] = []
+        for start, end in pending:
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        libc = self._libc
+        if libc is None:
+            return
+        for start, end in merged:
+            libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)

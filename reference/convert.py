@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,21 @@ def open_source(
     return src
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while streaming: the unpickled rank files (optimizer state
+    included) are a large object graph that every full collection would walk again, holding the GIL
+    the writer threads need. Reference counting still frees everything; cycles wait until the end.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def merge(
     src_path: Path,
     dst: Path,
@@ -87,8 +104,11 @@ def merge(
     Example:
         >>> merge(Path("ckpt"), Path("hf"), vocab_size=50257)  # doctest: +SKIP
     """
-    src = open_source(src_path, vocab_size=vocab_size, tokenizer=tokenizer, verify=verify)
-    return write_hf(src, Path(dst), max_shard_size=max_shard_size, overwrite=overwrite, fsync=fsync, progress=progress)
+    with _collector_paused():
+        src = open_source(src_path, vocab_size=vocab_size, tokenizer=tokenizer, verify=verify)
+        return write_hf(
+            src, Path(dst), max_shard_size=max_shard_size, overwrite=overwrite, fsync=fsync, progress=progress
+        )
 
 
 def reshard(
@@ -110,16 +130,17 @@ def reshard(
     Example:
         >>> reshard(Path("hf"), Path("ckpt"), tp=2, pp=2)  # doctest: +SKIP
     """
-    src = open_source(src_path, vocab_size=vocab_size, tokenizer=tokenizer)
-    return write_megatron(
-        src,
-        Path(dst),
-        Layout(tp=tp, pp=pp, ep=ep),
-        iteration=iteration,
-        overwrite=overwrite,
-        fsync=fsync,
-        progress=progress,
-    )
+    with _collector_paused():
+        src = open_source(src_path, vocab_size=vocab_size, tokenizer=tokenizer)
+        return write_megatron(
+            src,
+            Path(dst),
+            Layout(tp=tp, pp=pp, ep=ep),
+            iteration=iteration,
+            overwrite=overwrite,
+            fsync=fsync,
+            progress=progress,
+        )
 
 
 def describe_source(src: Source) -> dict[str, Any]:

@@ -122,7 +122,7 @@ def write_hf(
         weight_map: dict[str, str] = {}
         for fname, shard in zip(names, shards, strict=True):
             entries = [(n, s, u.dtype) for u in shard for n, s in zip(u.names, u.shapes, strict=True)]
-            header = header_for(entries, {"format": "pt"})
+            header = header_for(entries, {"format": "pt"}, align=64)
             offsets = _offsets(entries, len(header))
             fd = os.open(tmp / fname, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:

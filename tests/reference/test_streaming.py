@@ -20,7 +20,7 @@ from vla_reference._pwrite import Writer
 from vla_reference.rows import CHUNK_BYTES, HCat, Rows
 
 from builders import llama, write_model
-from test_roundtrip import assert_same, rank_models
+from test_roundtrip import assert_same, hf_tensors, rank_models
 
 
 def chunk_bytes(rows: Rows, scratch: torch.Tensor | None) -> bytes:
@@ -137,3 +137,61 @@ def test_crc_follows_torch_save_option(tmp_path):
         assert all(checked.getinfo(i.filename).CRC != 0 for i in storages)
         assert checked.testzip() is None
     assert_same(rank_models(tmp_path / "mg")["mp_rank_00"], rank_models(tmp_path / "with")["mp_rank_00"])
+
+
+def test_merged_safetensors_data_starts_on_a_cache_line(tmp_path):
+    """The header is padded so tensor bytes start at a multiple of 64, like torch's zip records."""
+    import struct
+
+    from safetensors import safe_open
+
+    from vla_reference import merge
+
+    write_model(llama(), tmp_path / "hf", dtype=torch.bfloat16)
+    reshard(tmp_path / "hf", tmp_path / "mg", tp=2, pp=2, fsync=False)
+    merge(tmp_path / "mg", tmp_path / "back", fsync=False)
+    file = tmp_path / "back" / "model.safetensors"
+    (n,) = struct.unpack("<Q", file.read_bytes()[:8])
+    assert (8 + n) % 64 == 0
+    expected = hf_tensors(tmp_path / "hf")
+    with safe_open(str(file), "pt") as f:  # the safetensors library reads the padded header
+        assert set(f.keys()) == set(expected)
+        for key, tensor in expected.items():
+            assert torch.equal(f.get_tensor(key), tensor), key
+
+
+def _mapped_rss_kb(path) -> int:
+    """Resident KB of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    target = str(path)
+    for line in open("/proc/self/smaps").read().splitlines():
+        first = line.split()[0] if line.split() else ""
+        if "-" in first and not first.endswith(":"):
+            inside = line.rstrip().endswith(target)
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc/self/smaps")
+def test_released_pages_are_given_back_in_batches(tmp_path, monkeypatch):
+    from vla_reference import _pages
+    from vla_reference.safetensors_io import SafetensorsFile
+
+    monkeypatch.setattr(_pages, "BATCH_BYTES", 3 << 20)
+    tensors = {f"t{i}": torch.full((1 << 18,), float(i)) for i in range(4)}  # 1 MiB each
+    from safetensors.torch import save_file
+
+    save_file(tensors, tmp_path / "w.safetensors")
+    pages = _pages.FileMappings()
+    st = SafetensorsFile(tmp_path / "w.safetensors", pages)
+    views = [st.tensor(f"t{i}") for i in range(4)]
+    assert all(float(v.sum()) == i * (1 << 18) for i, v in enumerate(views))  # every page touched
+    resident = _mapped_rss_kb(tmp_path / "w.safetensors")
+    assert resident >= 4 * 1024
+    pages.release(views[0])
+    pages.release(views[1])
+    assert _mapped_rss_kb(tmp_path / "w.safetensors") >= 4 * 1024  # queued, not yet given back
+    pages.release(views[2])  # 3 MiB queued: one call gives back all three
+    assert _mapped_rss_kb(tmp_path / "w.safetensors") <= resident - 3 * 1024 + 8
+    assert torch.equal(views[0], torch.zeros(1 << 18))  # refaulted from the file, not zeroed memory
