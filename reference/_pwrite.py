@@ -9,8 +9,9 @@ through its own reusable scratch buffer, so no fresh memory is faulted in per te
 from __future__ import annotations
 
 import os
+import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
@@ -24,6 +25,15 @@ except ImportError:  # pragma: no cover - zlib-ng is a dependency; installs with
     from zlib import crc32
 
 __all__ = ["Writer", "default_threads"]
+
+
+def _pwrite_all(fd: int, chunk: memoryview, offset: int) -> None:
+    while chunk:
+        n = os.pwrite(fd, chunk, offset)
+        if n <= 0:
+            raise OSError(f"pwrite wrote nothing at offset {offset}")
+        offset += n
+        chunk = chunk[n:]
 
 
 def default_threads() -> int:
@@ -60,13 +70,8 @@ class Writer:
         for chunk in rows.byte_chunks(self._scratch()):
             if checksum:
                 crc = crc32(chunk, crc)
-            view = chunk
-            while view:
-                n = os.pwrite(fd, view, offset + written)
-                if n <= 0:
-                    raise OSError(f"pwrite wrote nothing at offset {offset + written}")
-                written += n
-                view = view[n:]
+            _pwrite_all(fd, chunk, offset + written)
+            written += len(chunk)
         return written, crc
 
     def run(self, jobs: Sequence[Callable[[], object]]) -> None:
@@ -79,6 +84,57 @@ class Writer:
         errors = [e for f in futures if (e := f.exception()) is not None]
         if errors:
             raise errors[0]
+
+    def stream(self, fd: int, items: Iterable[tuple[int, Rows] | Callable[[], object]], *, depth: int = 4) -> None:
+        """Write ``(offset, rows)`` items into one file from a single writer thread, in order,
+        while the calling thread copies the next blocks into up to ``depth`` scratch buffers.
+
+        One file takes one writer: the kernel serialises buffered writes to a file (the inode
+        lock), so more writers would only wait on each other. A callable item runs on the writer
+        thread once everything before it is written (to give pages back, count progress).
+        """
+        free: queue.Queue[torch.Tensor] = queue.Queue()
+        for _ in range(depth):
+            free.put(torch.empty(CHUNK_BYTES, dtype=torch.uint8))
+        work: queue.Queue[tuple[int, memoryview, torch.Tensor | None] | Callable[[], object] | None] = queue.Queue()
+        failed: list[BaseException] = []
+
+        def writer() -> None:
+            while (item := work.get()) is not None:
+                if callable(item):
+                    if not failed:
+                        try:
+                            item()
+                        except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+                            failed.append(e)
+                    continue
+                offset, chunk, buf = item
+                if not failed:
+                    try:
+                        _pwrite_all(fd, chunk, offset)
+                    except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+                        failed.append(e)
+                if buf is not None:
+                    free.put(buf)  # keeps draining after a failure, so the caller never blocks
+
+        thread = threading.Thread(target=writer, name="vla-stream", daemon=True)
+        thread.start()
+        try:
+            for item in items:
+                if failed:
+                    break
+                if callable(item):
+                    work.put(item)
+                    continue
+                offset, rows = item
+                for chunk, buf in rows.byte_blocks(free.get, CHUNK_BYTES):
+                    work.put((offset, chunk, buf))
+                    offset += len(chunk)
+        finally:
+            work.put(None)
+            thread.join()
+        if failed:
+            raise failed[0]
 
     def split(self, rows: Rows) -> list[tuple[int, Rows]]:
         """``rows`` cut into one row range per thread: (byte offset within the tensor, rows)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -118,7 +117,7 @@ def write_hf(
         if len(shards) == 1
         else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     )
-    with atomic_dir(dst, overwrite=overwrite, fsync=fsync) as tmp, Writer() as writer:
+    with atomic_dir(dst, overwrite=overwrite, fsync=fsync) as tmp, Writer(threads=1) as writer:
         weight_map: dict[str, str] = {}
         for fname, shard in zip(names, shards, strict=True):
             entries = [(n, s, u.dtype) for u in shard for n, s in zip(u.names, u.shapes, strict=True)]
@@ -128,24 +127,7 @@ def write_hf(
             try:
                 os.pwrite(fd, header, 0)
                 os.ftruncate(fd, len(header) + sum(_nbytes(s, d) for _, s, d in entries))
-                for u in shard:
-                    produced = list(zip(u.names, _produce(src, family, u), strict=True))
-                    jobs = []
-                    for name, rows in produced:
-                        if rows.shape != u.shapes[u.names.index(name)] or rows.dtype != u.dtype:
-                            raise ShardMismatchError(
-                                f"produced {rows.shape} {rows.dtype}, planned {u.shapes} {u.dtype}", key=name
-                            )
-                        # every tensor cut into one row range per writer thread, each pwritten in place
-                        jobs += [
-                            functools.partial(writer.write, fd, offsets[name] + at, part)
-                            for at, part in writer.split(rows)
-                        ]
-                    writer.run(jobs)
-                    for _, rows in produced:
-                        src.release(rows)
-                    if progress:
-                        progress(u.nbytes)
+                writer.stream(fd, _items(src, family, shard, offsets, progress))
             finally:
                 os.close(fd)
             weight_map.update({n: fname for u in shard for n in u.names})
@@ -159,6 +141,31 @@ def write_hf(
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
     return config
+
+
+def _items(
+    src: Source,
+    family: Family,
+    shard: list[_Unit],
+    offsets: dict[str, int],
+    progress: Callable[[int], None] | None,
+) -> Iterator[tuple[int, Rows] | Callable[[], None]]:
+    """What ``Writer.stream`` writes for one file: every tensor at its offset, then (once its
+    bytes are out) a step that gives the source pages back and counts progress."""
+    for u in shard:
+        produced = list(zip(u.names, _produce(src, family, u), strict=True))
+        for name, rows in produced:
+            if rows.shape != u.shapes[u.names.index(name)] or rows.dtype != u.dtype:
+                raise ShardMismatchError(f"produced {rows.shape} {rows.dtype}, planned {u.shapes} {u.dtype}", key=name)
+            yield offsets[name], rows
+
+        def done(produced: list[tuple[str, Rows]] = produced, n: int = u.nbytes) -> None:
+            for _, rows in produced:
+                src.release(rows)
+            if progress:
+                progress(n)
+
+        yield done
 
 
 def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:

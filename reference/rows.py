@@ -7,7 +7,7 @@ memory-mapped shard tensors, so the writer can stream their bytes straight to di
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -216,26 +216,40 @@ class Rows:
         copied into it block by block instead of into fresh memory, so no page is faulted in anew:
         each chunk is then valid only until the next one is asked for.
         """
+        lend = None if scratch is None else (lambda: scratch)
+        for chunk, _ in self.byte_blocks(lend, 0 if scratch is None else scratch.numel()):
+            yield chunk
+
+    def byte_blocks(
+        self, scratch: Callable[[], torch.Tensor] | None, scratch_bytes: int
+    ) -> Iterator[tuple[memoryview, torch.Tensor | None]]:
+        """Like ``byte_chunks``, with a fresh ``scratch()`` buffer (of ``scratch_bytes``) for every
+        copied block, yielded alongside it so that a consumer on another thread can hand the
+        buffer back once the bytes are written (``None`` for zero-copy chunks).
+        """
         for piece in self.pieces:
             if piece.numel() == 0:
                 continue
             if isinstance(piece, torch.Tensor) and piece.is_contiguous():
-                yield from _cut(piece)
+                for chunk in _cut(piece):
+                    yield chunk, None
                 continue
             row_bytes = (piece.numel() // piece.shape[0]) * self.dtype.itemsize
-            if scratch is None or row_bytes > scratch.numel():
-                yield from _cut(_materialize(piece).contiguous())
+            if scratch is None or row_bytes > scratch_bytes:
+                for chunk in _cut(_materialize(piece).contiguous()):
+                    yield chunk, None
                 continue
-            step = scratch.numel() // row_bytes
+            step = scratch_bytes // row_bytes
             for a in range(0, piece.shape[0], step):
                 block = piece[a : a + step]
                 n = block.numel() * self.dtype.itemsize
-                out = scratch[:n].view(self.dtype).view(block.shape)
+                buf = scratch()
+                out = buf[:n].view(self.dtype).view(block.shape)
                 if isinstance(block, HCat):
                     torch.cat(block.sources(), dim=1, out=out)
                 else:
                     out.copy_(block)
-                yield memoryview(scratch[:n].numpy())  # type: ignore[arg-type]  # ndarray is a buffer
+                yield memoryview(buf[:n].numpy()), buf  # type: ignore[arg-type]  # ndarray is a buffer
 
     def sources(self) -> list[torch.Tensor]:
         """The tensors the bytes come from (shard views), for giving their pages back."""

@@ -195,3 +195,41 @@ def test_released_pages_are_given_back_in_batches(tmp_path, monkeypatch):
     pages.release(views[2])  # 3 MiB queued: one call gives back all three
     assert _mapped_rss_kb(tmp_path / "w.safetensors") <= resident - 3 * 1024 + 8
     assert torch.equal(views[0], torch.zeros(1 << 18))  # refaulted from the file, not zeroed memory
+
+
+def test_stream_writes_in_order_and_runs_steps_after_the_bytes_before_them(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    joined = torch.randn(1500, 3000, generator=g)  # 18 MB: several scratch blocks, more than depth
+    items = [(0, Rows.hcat(list(joined.split([1000, 2000], dim=1)))), (joined.numel() * 4, Rows.of(joined[:, 7:9]))]
+    size = joined.numel() * 4 + 1500 * 2 * 4
+    file = tmp_path / "s.bin"
+    fd = os.open(file, os.O_RDWR | os.O_CREAT)
+    seen = []
+    try:
+        with Writer(threads=1) as w:
+            w.stream(fd, [items[0], lambda: seen.append(os.fstat(fd).st_size), items[1]], depth=2)
+    finally:
+        os.close(fd)
+    assert seen == [joined.numel() * 4]  # the step ran once the first tensor was out, before the second
+    assert file.read_bytes() == raw(joined) + raw(joined[:, 7:9])
+    assert os.path.getsize(file) == size
+
+
+def test_stream_raises_producer_and_writer_errors_without_hanging(tmp_path):
+    def items():
+        yield 0, Rows.of(torch.ones(4))
+        raise ValueError("planned shape differs")
+
+    fd = os.open(tmp_path / "e.bin", os.O_RDWR | os.O_CREAT)
+    try:
+        with Writer(threads=1) as w, pytest.raises(ValueError, match="planned shape"):
+            w.stream(fd, items())
+    finally:
+        os.close(fd)
+    ro = os.open(tmp_path / "e.bin", os.O_RDONLY)  # pwrite on a read-only fd fails on the writer thread
+    try:
+        big = Rows.hcat([torch.ones(3000, 1000), torch.zeros(3000, 1000)])  # 24 MB: blocks the small pool
+        with Writer(threads=1) as w, pytest.raises(OSError):
+            w.stream(ro, [(0, big), (0, big)], depth=1)
+    finally:
+        os.close(ro)
