@@ -28,6 +28,12 @@ minute; the full run takes about 10 minutes at ``--repeat 2`` on 2 cores, plus ~
 the best of ``--repeat`` runs of the operation and of the floor (run alternately), and also shows the
 ratio of their medians; every run is in ``results-<model>.json`` in the work directory.
 
+Noise: on a virtual machine whose host backs guest memory lazily, a write into page-cache pages
+the guest never touched before runs at the first-touch rate printed at the start (about 1.2 GB/s
+on the 2-core machine this was developed on), and a run that reuses recently freed pages goes 2-4x
+faster; the same copy varied from 1.3 s to 5.6 s there. The floor and the operation alternate and
+each row keeps the best of ``--repeat`` runs; use ``--repeat 3`` or more before reading a ratio.
+
 The rank files' ``rng_state`` holds numpy RNG state as Megatron's does (``np_rng_state``); the
 reference loader reads it through inert stand-ins.
 """
