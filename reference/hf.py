@@ -41,6 +41,8 @@ class Source(Protocol):
 
     def release(self, rows: Rows) -> None: ...
 
+    def prefetch(self, rows: Rows) -> None: ...
+
     def describe(self) -> dict[str, Any]: ...
 
 
@@ -152,8 +154,17 @@ def _items(
 ) -> Iterator[tuple[int, Rows] | Callable[[], None]]:
     """What ``Writer.stream`` writes for one file: every tensor at its offset, then (once its
     bytes are out) a step that gives the source pages back and counts progress."""
-    for u in shard:
+
+    def make(u: _Unit) -> list[tuple[str, Rows]]:
         produced = list(zip(u.names, _produce(src, family, u), strict=True))
+        for _, rows in produced:
+            src.prefetch(rows)
+        return produced
+
+    following = make(shard[0]) if shard else []
+    for i, u in enumerate(shard):
+        produced = following
+        following = make(shard[i + 1]) if i + 1 < len(shard) else []  # read ahead while this one is written
         for name, rows in produced:
             if rows.shape != u.shapes[u.names.index(name)] or rows.dtype != u.dtype:
                 raise ShardMismatchError(f"produced {rows.shape} {rows.dtype}, planned {u.shapes} {u.dtype}", key=name)
@@ -288,6 +299,10 @@ class HFSource:
     def release(self, rows: Rows) -> None:
         for p in rows.sources():
             self.pages.release(p)
+
+    def prefetch(self, rows: Rows) -> None:
+        for p in rows.sources():
+            self.pages.prefetch(p)
 
     def describe(self) -> dict[str, Any]:
         return {"format": "hf", "architecture": self.family.architecture, "files": sorted(self._files)}

@@ -369,6 +369,10 @@ class MegatronSource:
         for p in rows.sources():
             self.pages.release(p)
 
+    def prefetch(self, rows: Rows) -> None:
+        for p in rows.sources():
+            self.pages.prefetch(p)
+
     def describe(self) -> dict[str, Any]:
         return {
             "format": self.format,

@@ -14,7 +14,7 @@ import os
 import re
 import struct
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -213,9 +213,8 @@ def write_megatron(
                         for tp in range(layout.tp):
                             rank_dir = tmp / iter_name / rank_dir_name(tp, pp, ep, layout)
                             ranks.append(_skeleton(src, layout, mine, rank_dir, tp, iteration, args))
-                        for key, _ in mine:
+                        for key, full in _read_ahead(src, [key for key, _ in mine], padded):
                             rule, _, _ = rule_for(key)
-                            full = _stored(src.get(key), rule, padded, key)
                             parts = [split_tp(rule, arch, full, tp=layout.tp, rank=tp) for tp in range(layout.tp)]
                             writer.run(
                                 [
@@ -236,6 +235,19 @@ def write_megatron(
         (tmp / iter_name / "arguments.json").write_text(json.dumps(args, indent=2, sort_keys=True) + "\n")
         (tmp / TRACKER).write_text(("release" if iteration is None else str(iteration)) + "\n")
     return args
+
+
+def _read_ahead(src: Source, keys: list[str], padded: int) -> Iterator[tuple[str, Rows]]:
+    """Each parameter in turn, the next one's source pages already asked for (``Source.prefetch``)."""
+    ahead: tuple[str, Rows] | None = None
+    for key in [*keys, None]:
+        nxt = None
+        if key is not None:
+            nxt = (key, _stored(src.get(key), rule_for(key)[0], padded, key))
+            src.prefetch(nxt[1])
+        if ahead is not None:
+            yield ahead
+        ahead = nxt
 
 
 def _stored(full: Rows, rule: Any, padded: int, key: str) -> Rows:

@@ -62,5 +62,8 @@ class DictSource:
     def release(self, rows: Rows) -> None:
         return None
 
+    def prefetch(self, rows: Rows) -> None:
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"format": self.format}

@@ -513,6 +513,10 @@ class TorchDistSource:
         """Nothing to give back: parameters are read into owned memory, freed with ``rows``."""
         return None
 
+    def prefetch(self, rows: Rows) -> None:
+        """Nothing to read ahead: ``get`` reads each parameter through torch.distributed.checkpoint."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         files = {
             info.relative_path

@@ -233,3 +233,30 @@ def test_stream_raises_producer_and_writer_errors_without_hanging(tmp_path):
             w.stream(ro, [(0, big), (0, big)], depth=1)
     finally:
         os.close(ro)
+
+
+def test_prefetch_asks_for_the_pages_of_mapped_tensors_only(tmp_path):
+    from safetensors.torch import save_file
+
+    from vla_reference import _pages
+    from vla_reference.safetensors_io import SafetensorsFile
+
+    calls = []
+
+    class FakeLibc:
+        def madvise(self, addr, length, advice):
+            calls.append((addr.value, length.value, advice))
+            return 0
+
+    save_file({"w": torch.ones(1 << 16)}, tmp_path / "p.safetensors")
+    pages = _pages.FileMappings()
+    st = SafetensorsFile(tmp_path / "p.safetensors", pages)
+    pages._libc = FakeLibc()
+    w = st.tensor("w")
+    pages.prefetch(w)
+    pages.prefetch(torch.ones(1 << 16))  # anonymous memory: never advised
+    assert len(calls) == 1
+    addr, length, advice = calls[0]
+    assert advice == _pages._MADV_WILLNEED
+    assert addr <= w.data_ptr() and w.data_ptr() + (1 << 18) <= addr + length
+    assert addr % _pages._PAGE == 0  # madvise needs a page-aligned start
