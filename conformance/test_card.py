@@ -94,6 +94,7 @@ def test_card_version_matches_release(vla_release: Release, vla_card: ModelCard)
         findings.add_error(e, "release.json unreadable")
         findings.check()
     if not version:
+        # Why skip: a missing version already fails test_version_is_strict_semver; one defect, one failure.
         pytest.skip("release.json states no version (reported by test_version_is_strict_semver)")
     _report(findings, check_version(vla_card, version))
 

@@ -31,6 +31,8 @@ LAYOUTS: Final = ("shipped-layout", "alt-layout")
 def eval_set(vla_release: Release) -> list[tuple[str, list[int]]]:
     path = vla_release.root / "golden" / "eval_set.json"
     if not path.is_file():
+        # Why skip: golden/eval_set.json is an optional part (docs/release-format.md); without it there
+        # are no inputs to compare logits on.
         pytest.skip(f"no golden eval set at {path}")
     try:
         data = read_json(path)
@@ -115,6 +117,7 @@ def test_logit_parity(
     sequences = [ids for _, ids in eval_set]
     has_ckpt = vla_release.part("checkpoint") is not None
     if layout == "alt-layout" and not has_ckpt:
+        # Why skip: checkpoint/ is optional (an inference-only release); the sharded side needs it.
         pytest.skip(f"no Megatron checkpoint at {vla_release.root / 'checkpoint'} (optional part)")
     comparisons = []
     if layout == "shipped-layout":
@@ -152,6 +155,7 @@ def test_logit_parity(
                 )
             )
         if not comparisons:
+            # Why skip: neither the checkpoint nor expected logits are shipped (both optional parts).
             pytest.skip("nothing to compare the merged model with: no checkpoint and no expected logits")
         fix = (
             "the shipped model does not compute what the training checkpoint computes; re-merge it with "
@@ -161,6 +165,7 @@ def test_logit_parity(
         src = request.getfixturevalue("vla_checkpoint")
         target = _alt_layout(src)
         if target is None:
+            # Why skip: the model admits no other TP/PP layout; the shipped-layout parity case still runs.
             pytest.skip("no valid layout other than the shipped one for this model")
         merged_dir = request.getfixturevalue("vla_merged_checkpoint")
         cache: ArtefactCache = request.getfixturevalue("vla_artefacts")

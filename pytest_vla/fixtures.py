@@ -82,6 +82,7 @@ def vla_checkpoint_dir(vla_release: Release) -> Path:
     """``checkpoint/``: the Megatron training checkpoint; skips for an inference-only release."""
     path = vla_release.part("checkpoint")
     if path is None:
+        # Why skip: checkpoint/ is optional (an inference-only release); the sharded side needs it.
         pytest.skip(f"no Megatron checkpoint at {vla_release.root / 'checkpoint'} (optional part)")
     return path
 

@@ -136,15 +136,6 @@ class Writer:
         if failed:
             raise failed[0]
 
-    def split(self, rows: Rows) -> list[tuple[int, Rows]]:
-        """``rows`` cut into one row range per thread: (byte offset within the tensor, rows)."""
-        parts = min(self.threads, rows.rows) if rows.nbytes >= 2 * CHUNK_BYTES else 1
-        if parts <= 1:
-            return [(0, rows)]
-        row_bytes = rows.nbytes // rows.rows
-        bounds = [rows.rows * i // parts for i in range(parts + 1)]
-        return [(a * row_bytes, rows.slice(a, b)) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
