@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import mmap
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -34,9 +35,13 @@ def _libc() -> ctypes.CDLL | None:
 
 
 class FileMappings:
-    """Address ranges of read-only file mappings that may be released after use."""
+    """Address ranges of read-only file mappings that may be released after use.
+
+    Files may be registered from one thread (a background load) while another releases pages.
+    """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._libc = _libc()
@@ -44,9 +49,10 @@ class FileMappings:
         self._pending_bytes = 0
 
     def register_range(self, start: int, length: int) -> None:
-        i = bisect.bisect(self._starts, start)
-        self._starts.insert(i, start)
-        self._ends.insert(i, start + length)
+        with self._lock:
+            i = bisect.bisect(self._starts, start)
+            self._starts.insert(i, start)
+            self._ends.insert(i, start + length)
 
     def register_file(self, path: Path) -> None:
         """Record every mapping of ``path`` that /proc/self/maps shows (after torch.load mmap)."""
@@ -61,7 +67,9 @@ class FileMappings:
             parts = line.split(maxsplit=5)
             if len(parts) == 6 and parts[5] == target:
                 lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                if not self._covers(lo, hi):
+                with self._lock:
+                    covered = self._covers(lo, hi)
+                if not covered:
                     self.register_range(lo, hi - lo)
 
     def _covers(self, lo: int, hi: int) -> bool:
@@ -74,10 +82,11 @@ class FileMappings:
             return None
         lo = tensor.data_ptr()
         hi = lo + tensor.numel() * tensor.element_size()
-        if not self._covers(lo, hi):
-            return None
-        i = bisect.bisect(self._starts, lo) - 1
-        start, end = max(lo - lo % _PAGE, self._starts[i]), min(hi + (-hi) % _PAGE, self._ends[i])
+        with self._lock:
+            if not self._covers(lo, hi):
+                return None
+            i = bisect.bisect(self._starts, lo) - 1
+            start, end = max(lo - lo % _PAGE, self._starts[i]), min(hi + (-hi) % _PAGE, self._ends[i])
         return (start, end) if end > start else None
 
     def prefetch(self, tensor: torch.Tensor) -> None:

@@ -41,9 +41,18 @@ def tokenizer_vocab_size(path: Path) -> int:
 
 
 def open_source(
-    path: Path, *, vocab_size: int | None = None, tokenizer: Path | None = None, verify: bool = True
+    path: Path,
+    *,
+    vocab_size: int | None = None,
+    tokenizer: Path | None = None,
+    verify: bool = True,
+    background: bool = False,
 ) -> Source:
     """Open a Hugging Face directory or a Megatron checkpoint (torch or torch_dist format).
+
+    ``background``: a ``torch``-format checkpoint's rank files after the first are read on a
+    thread while the caller streams (see ``MegatronSource.open``); call ``finish()`` before
+    trusting the whole checkpoint.
 
     Example:
         >>> src = open_source(Path("golden/dense/checkpoint"))  # doctest: +SKIP
@@ -60,7 +69,7 @@ def open_source(
         from .torch_dist import TorchDistSource
 
         return TorchDistSource.open(path, vocab_size=vocab_size)
-    src = MegatronSource.open(path, vocab_size=vocab_size, verify=verify)
+    src = MegatronSource.open(path, vocab_size=vocab_size, verify=verify, background=background)
     if src.arch.vocab_size is None:
         log.warning(
             "true vocabulary size unknown: keeping %d padded rows (pass --vocab-size or --tokenizer to strip them)",
@@ -105,10 +114,15 @@ def merge(
         >>> merge(Path("ckpt"), Path("hf"), vocab_size=50257)  # doctest: +SKIP
     """
     with _collector_paused():
-        src = open_source(src_path, vocab_size=vocab_size, tokenizer=tokenizer, verify=verify)
-        return write_hf(
-            src, Path(dst), max_shard_size=max_shard_size, overwrite=overwrite, fsync=fsync, progress=progress
-        )
+        # later pipeline stages are read while the first ones are written
+        src = open_source(src_path, vocab_size=vocab_size, tokenizer=tokenizer, verify=verify, background=True)
+        try:
+            return write_hf(
+                src, Path(dst), max_shard_size=max_shard_size, overwrite=overwrite, fsync=fsync, progress=progress
+            )
+        finally:
+            if isinstance(src, MegatronSource):
+                src.close()
 
 
 def reshard(

@@ -43,6 +43,14 @@ class Source(Protocol):
 
     def prefetch(self, rows: Rows) -> None: ...
 
+    def loaded(self, key: str) -> bool:
+        """Whether ``get(key, meta=True)`` describes the stored tensor rather than an expectation."""
+        ...
+
+    def finish(self) -> None:
+        """Wait for any reading still under way and run the checks that need all of it."""
+        ...
+
     def describe(self) -> dict[str, Any]: ...
 
 
@@ -54,6 +62,7 @@ class _Unit:
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
     dtype: torch.dtype
+    exact: bool = True  # False: planned from the args while the source was still being read
 
     @property
     def nbytes(self) -> int:
@@ -67,10 +76,11 @@ def _plan(src: Source, family: Family) -> list[_Unit]:
     for key in src.keys():
         rule, layer, expert = rule_for(key)
         km, _, _ = family.map_for(key)
+        exact = src.loaded(key)  # asked first: a stage may finish loading before get() returns
         meta = src.get(key, meta=True)
         dtype = dtype or meta.dtype
         parts = km.codec.to_hf(src.arch, meta)
-        units.append(_Unit(key, km.hf_keys(layer, expert), tuple(p.shape for p in parts), meta.dtype))
+        units.append(_Unit(key, km.hf_keys(layer, expert), tuple(p.shape for p in parts), meta.dtype, exact))
         if layer is not None and layer != last_layer:
             last_layer = layer
             if src.arch.is_moe_layer(layer):
@@ -107,7 +117,55 @@ def write_hf(
     """Write ``src`` as a Hugging Face directory at ``dst``, streaming one parameter at a time.
 
     Returns the config.json written. The directory appears only once complete.
+
+    A source still being read (a Megatron checkpoint opened with ``background=True``) is
+    planned from its args; if a parameter then arrives in another dtype than planned, the
+    partial output is dropped and the whole directory is written again from the real dtypes.
     """
+    counted = 0
+
+    def count(n: int) -> None:
+        nonlocal counted
+        counted += n
+        if progress:
+            progress(n)
+
+    def recount(n: int) -> None:  # the second pass reports only what the first did not
+        nonlocal counted
+        skip = min(n, counted)
+        counted -= skip
+        if progress and n > skip:
+            progress(n - skip)
+
+    kwargs: dict[str, Any] = {
+        "max_shard_size": max_shard_size,
+        "overwrite": overwrite,
+        "fsync": fsync,
+        "extra_files": extra_files,
+        "config_overrides": config_overrides,
+    }
+    try:
+        return _write_hf(src, dst, progress=count, **kwargs)
+    except _PlanChanged:
+        src.finish()  # every stage read: every dtype below is the stored one
+        return _write_hf(src, dst, progress=recount, **kwargs)
+
+
+class _PlanChanged(Exception):
+    """A parameter planned from the args arrived with another dtype."""
+
+
+def _write_hf(
+    src: Source,
+    dst: Path,
+    *,
+    max_shard_size: int,
+    overwrite: bool,
+    fsync: bool,
+    extra_files: dict[str, bytes] | None,
+    config_overrides: dict[str, Any] | None,
+    progress: Callable[[int], None],
+) -> dict[str, Any]:
     family = family_for_arch(src.arch)
     units = _plan(src, family)
     dtype = units[0].dtype
@@ -142,6 +200,7 @@ def write_hf(
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
+        src.finish()  # a late failure of a background read, or a check needing all stages, lands here
     return config
 
 
@@ -150,7 +209,7 @@ def _items(
     family: Family,
     shard: list[_Unit],
     offsets: dict[str, int],
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int], None],
 ) -> Iterator[tuple[int, Rows] | Callable[[], None]]:
     """What ``Writer.stream`` writes for one file: every tensor at its offset, then (once its
     bytes are out) a step that gives the source pages back and counts progress."""
@@ -167,14 +226,15 @@ def _items(
         following = make(shard[i + 1]) if i + 1 < len(shard) else []  # read ahead while this one is written
         for name, rows in produced:
             if rows.shape != u.shapes[u.names.index(name)] or rows.dtype != u.dtype:
+                if not u.exact:
+                    raise _PlanChanged(name)
                 raise ShardMismatchError(f"produced {rows.shape} {rows.dtype}, planned {u.shapes} {u.dtype}", key=name)
             yield offsets[name], rows
 
         def done(produced: list[tuple[str, Rows]] = produced, n: int = u.nbytes) -> None:
             for _, rows in produced:
                 src.release(rows)
-            if progress:
-                progress(n)
+            progress(n)
 
         yield done
 
@@ -303,6 +363,12 @@ class HFSource:
     def prefetch(self, rows: Rows) -> None:
         for p in rows.sources():
             self.pages.prefetch(p)
+
+    def loaded(self, key: str) -> bool:
+        return True
+
+    def finish(self) -> None:
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {"format": "hf", "architecture": self.family.architecture, "files": sorted(self._files)}

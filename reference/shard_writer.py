@@ -182,6 +182,7 @@ def write_megatron(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``src`` at ``dst`` as a Megatron checkpoint split as ``layout``; returns the args written."""
+    src.finish()  # plans from stored dtypes only: a source still being read is waited for
     arch = src.arch
     if layout.ep > 1 and not arch.num_experts:
         raise UnsupportedModelError("EP>1 for a model without experts", key="expert_model_parallel_size")

@@ -65,5 +65,11 @@ class DictSource:
     def prefetch(self, rows: Rows) -> None:
         return None
 
+    def loaded(self, key: str) -> bool:
+        return True
+
+    def finish(self) -> None:
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"format": self.format}

@@ -517,6 +517,13 @@ class TorchDistSource:
         """Nothing to read ahead: ``get`` reads each parameter through torch.distributed.checkpoint."""
         return None
 
+    def loaded(self, key: str) -> bool:
+        """Always: the metadata of every tensor is read when the checkpoint is opened."""
+        return True
+
+    def finish(self) -> None:
+        return None
+
     def describe(self) -> dict[str, Any]:
         files = {
             info.relative_path
