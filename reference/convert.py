@@ -6,6 +6,7 @@ import contextlib
 import gc
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -78,17 +79,30 @@ def open_source(
     return src
 
 
+# How long a thread may hold the GIL while another waits for it (Python's default is 5 ms).
+SWITCH_INTERVAL_S = 0.0005
+
+
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection while streaming: the unpickled rank files (optimizer state
-    included) are a large object graph that every full collection would walk again, holding the GIL
-    the writer threads need. Reference counting still frees everything; cycles wait until the end.
+def _streaming() -> Iterator[None]:
+    """Interpreter settings for a conversion, restored afterwards.
+
+    * No cyclic garbage collection: the unpickled rank files (optimizer state included) are a
+      large object graph that every full collection would walk again, holding the GIL the
+      writer threads need. Reference counting still frees everything; cycles wait until the end.
+    * A 0.5 ms GIL switch interval: a writer thread coming back from ``pwrite`` (about 8 ms per
+      8 MB block) waited up to the default 5 ms for the GIL while the producing thread, or the
+      thread reading rank files, held it. Measured on the benchmark checkpoint (warm page cache,
+      5 alternating runs): merge median 4.5 s at 5 ms, 2.8 s at 0.5 ms, the copy floor 2.9 s.
     """
     was_enabled = gc.isenabled()
+    interval = sys.getswitchinterval()
     gc.disable()
+    sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
     try:
         yield
     finally:
+        sys.setswitchinterval(interval)
         if was_enabled:
             gc.enable()
 
@@ -113,7 +127,7 @@ def merge(
     Example:
         >>> merge(Path("ckpt"), Path("hf"), vocab_size=50257)  # doctest: +SKIP
     """
-    with _collector_paused():
+    with _streaming():
         # later pipeline stages are read while the first ones are written
         src = open_source(src_path, vocab_size=vocab_size, tokenizer=tokenizer, verify=verify, background=True)
         try:
@@ -144,7 +158,7 @@ def reshard(
     Example:
         >>> reshard(Path("hf"), Path("ckpt"), tp=2, pp=2)  # doctest: +SKIP
     """
-    with _collector_paused():
+    with _streaming():
         src = open_source(src_path, vocab_size=vocab_size, tokenizer=tokenizer)
         return write_megatron(
             src,

@@ -257,3 +257,30 @@ def test_prefetch_asks_for_the_pages_of_mapped_tensors_only(tmp_path):
     assert advice == _pages._MADV_WILLNEED
     assert addr <= w.data_ptr() and w.data_ptr() + (1 << 18) <= addr + length
     assert addr % _pages._PAGE == 0  # madvise needs a page-aligned start
+
+
+def test_conversions_shorten_the_gil_switch_interval_and_restore_it(tmp_path, monkeypatch):
+    import gc
+    import sys
+
+    from vla_reference import convert
+
+    write_model(llama(), tmp_path / "hf")
+    seen = []
+    real = convert.write_megatron
+
+    def spy(*args, **kwargs):
+        seen.append((sys.getswitchinterval(), gc.isenabled()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(convert, "write_megatron", spy)
+    sys.setswitchinterval(0.004)
+    try:
+        reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, fsync=False)
+        with pytest.raises(Exception, match="destination exists"):
+            reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, fsync=False)
+        assert seen == [(pytest.approx(convert.SWITCH_INTERVAL_S), False)] * 2
+        assert sys.getswitchinterval() == pytest.approx(0.004)  # restored, after success and failure
+        assert gc.isenabled()
+    finally:
+        sys.setswitchinterval(0.005)
