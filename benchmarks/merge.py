@@ -68,6 +68,8 @@ MB = 1e6
 RSS_TARGET_MB = 1000.0
 RATIO_TARGET = 1.3
 COPY_CHUNK = 16 * 1024 * 1024
+# Bytes per write() of the floor: the fastest size measured here (see copy_ranges).
+FLOOR_WRITE_BYTES = 256 * 1024
 ALL_CONDITIONS = (("cold", True), ("cold", False), ("warm", True), ("warm", False))  # page cache, fsync
 SMOKE_CONDITIONS = (("cold", True), ("warm", False))
 
@@ -542,7 +544,11 @@ def copy_ranges(sources: list[tuple[str, list[tuple[int, int]]]], outputs: list[
     """The floor: stream the byte ranges of ``sources`` into new files of the given sizes.
 
     Each source is memory-mapped and its ranges handed to ``write`` (one copy, page cache to page
-    cache), which measured faster here than ``pread`` into a buffer and ``write`` (two copies).
+    cache), which measured faster here than ``pread`` into a buffer and ``write`` (two copies),
+    in 256 KB calls: the kernel reads a write's source range once to fault it in and again to
+    copy it, and 256 KB stays in the core's cache between the two. From a warm page cache the
+    2.4 GB of weights took 2.3-2.5 s in 8 MB writes and 1.5 s in 256 KB writes (1.6-1.8 s in
+    64 KB or 512 KB writes). The converters write in the same 256 KB calls.
     """
     written: list[str] = []
     outs = iter(outputs)
@@ -563,11 +569,12 @@ def copy_ranges(sources: list[tuple[str, list[tuple[int, int]]]], outputs: list[
                         out = open(out_path, "wb", buffering=0)  # noqa: SIM115
                         written.append(out_path)
                     k = min(n, left)
-                    view = data[off : off + k]
-                    while view:
-                        view = view[out.write(view) :]
+                    for start in range(off, off + k, FLOOR_WRITE_BYTES):
+                        view = data[start : min(start + FLOOR_WRITE_BYTES, off + k)]
+                        while view:
+                            view = view[out.write(view) :]
+                        del view
                     off, n, left = off + k, n - k, left - k
-                    del view
         finally:
             data.release()
             mm.close()

@@ -24,16 +24,27 @@ try:  # the same CRC-32 as zlib's, several times faster (SIMD); both drop the GI
 except ImportError:  # pragma: no cover - zlib-ng is a dependency; installs without it still work
     from zlib import crc32
 
-__all__ = ["Writer", "default_threads"]
+__all__ = ["Writer", "default_threads", "WRITE_BYTES"]
+
+# Bytes per pwrite call. The kernel first faults in (reads) the source range of a write, then
+# copies it into the page cache; a range that fits in the core's L2 cache is still there for the
+# copy. Writing the benchmark's 2.4 GB of weights from a warm page cache took 2.3-2.5 s in 8 MB
+# calls, 1.9-2.1 s in 1 MB calls, 1.5 s in 256 KB calls, 1.6-1.8 s in 512 KB and 64 KB calls.
+WRITE_BYTES = 256 << 10
 
 
 def _pwrite_all(fd: int, chunk: memoryview, offset: int) -> None:
-    while chunk:
-        n = os.pwrite(fd, chunk, offset)
+    for start in range(0, len(chunk), WRITE_BYTES):
+        _pwrite_exact(fd, chunk[start : start + WRITE_BYTES], offset + start)
+
+
+def _pwrite_exact(fd: int, piece: memoryview, offset: int) -> None:
+    while piece:
+        n = os.pwrite(fd, piece, offset)
         if n <= 0:
             raise OSError(f"pwrite wrote nothing at offset {offset}")
         offset += n
-        chunk = chunk[n:]
+        piece = piece[n:]
 
 
 def default_threads() -> int:
@@ -68,10 +79,12 @@ class Writer:
         """Write the bytes of ``rows`` from ``offset`` on; returns (bytes written, CRC-32 or 0)."""
         crc = written = 0
         for chunk in rows.byte_chunks(self._scratch()):
-            if checksum:
-                crc = crc32(chunk, crc)
-            _pwrite_all(fd, chunk, offset + written)
-            written += len(chunk)
+            for start in range(0, len(chunk), WRITE_BYTES):
+                piece = chunk[start : start + WRITE_BYTES]
+                if checksum:
+                    crc = crc32(piece, crc)  # just before the write reads the same bytes again
+                _pwrite_exact(fd, piece, offset + written)
+                written += len(piece)
         return written, crc
 
     def run(self, jobs: Sequence[Callable[[], object]]) -> None:

@@ -96,9 +96,11 @@ def _materialize(p: Piece) -> torch.Tensor:
     return p.tensor() if isinstance(p, HCat) else p
 
 
-# Largest chunk handed to a writer at once: small enough to stay in cache while a second thread
-# checksums it, large enough that per-call overhead does not show.
+# Largest chunk handed to a writer at once, and the size of a scratch buffer (so a single row of
+# up to 8 MB can still be copied block-wise); the writer cuts it into WRITE_BYTES pwrites.
 CHUNK_BYTES = 8 << 20
+# Rows copied into scratch per block: about 1 MB, so the block is still in cache when it is written.
+BLOCK_BYTES = 1 << 20
 
 
 _SAME_SIZE_INT: Final = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -254,7 +256,7 @@ class Rows:
                 for chunk in _cut(_materialize(piece).contiguous()):
                     yield chunk, None
                 continue
-            step = scratch_bytes // row_bytes
+            step = max(1, min(scratch_bytes, BLOCK_BYTES) // row_bytes)
             for a in range(0, piece.shape[0], step):
                 block = piece[a : a + step]
                 n = block.numel() * self.dtype.itemsize

@@ -284,3 +284,43 @@ def test_conversions_shorten_the_gil_switch_interval_and_restore_it(tmp_path, mo
         assert gc.isenabled()
     finally:
         sys.setswitchinterval(0.005)
+
+
+def test_writes_go_out_in_cache_sized_calls(tmp_path, monkeypatch):
+    from vla_reference._pwrite import WRITE_BYTES
+    from vla_reference.rows import BLOCK_BYTES
+
+    calls: list[tuple[int, int]] = []
+    real = os.pwrite
+
+    def spy(fd, data, offset):
+        calls.append((offset, len(data)))
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", spy)
+    g = torch.Generator().manual_seed(2)
+    joined = torch.randn(600, 3000, generator=g)  # 7.2 MB, row-parallel join of two shards
+    rows = [Rows.of(joined), Rows.hcat(list(joined.split([1000, 2000], dim=1)))]
+    file = tmp_path / "out.bin"
+    size = joined.numel() * 4
+    fd = os.open(file, os.O_RDWR | os.O_CREAT)
+    try:
+        os.ftruncate(fd, 2 * size)
+        with Writer(threads=1) as w:
+            w.write(fd, 0, rows[0])
+            w.stream(fd, [(size, rows[1])])
+    finally:
+        os.close(fd)
+    assert file.read_bytes() == raw(joined) * 2
+    assert max(n for _, n in calls) == WRITE_BYTES
+    at = 0
+    for offset, n in sorted(calls):  # the calls cover both tensors exactly, without overlap
+        assert offset == at
+        at += n
+    assert at == 2 * size
+    # the joined rows are copied into scratch in blocks of whole rows, about BLOCK_BYTES each,
+    # and a write never spans two blocks
+    block = (BLOCK_BYTES // (3000 * 4)) * 3000 * 4
+    for offset, n in calls:
+        if offset >= size:
+            assert (offset - size) // block == (offset - size + n - 1) // block
