@@ -1,4 +1,4 @@
-"""merge reads the later pipeline stages on a thread while the first ones are written.
+"""merge(background=True) reads the later pipeline stages on a thread while the first ones are written.
 
 The tiny test checkpoints load in milliseconds, so each test holds the last stage's rank files
 back (a gate on ``load_pt``) until a chosen moment: the plan is then made from the first rank
@@ -87,7 +87,7 @@ def ckpt(tmp_path):
 def test_background_merge_writes_the_bytes_of_a_full_read(tmp_path, arch, tp, pp, ep):
     write_model(arch, tmp_path / "hf")
     reshard(tmp_path / "hf", tmp_path / "ckpt", tp=tp, pp=pp, ep=ep, fsync=False)
-    merge(tmp_path / "ckpt", tmp_path / "background", fsync=False)
+    merge(tmp_path / "ckpt", tmp_path / "background", fsync=False, background=True)
     src = open_source(tmp_path / "ckpt")  # every rank read before anything is written
     write_hf(src, tmp_path / "eager", fsync=False)
     assert files(tmp_path / "background") == files(tmp_path / "eager")
@@ -106,7 +106,7 @@ def test_plan_is_made_before_the_last_stage_is_read(ckpt, tmp_path, monkeypatch)
 
     monkeypatch.setattr(hf_module, "_plan", plan)
     gate.open_after_plan(monkeypatch)  # wraps the spy: the gate opens once the plan is made
-    merge(ckpt, tmp_path / "out", fsync=False)
+    merge(ckpt, tmp_path / "out", fsync=False, background=True)
     assert ("decoder.final_layernorm.weight", False) in seen  # planned while stage 1 was held back
     assert sorted(set(gate.held)) == sorted(LAST_STAGE)
     assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "out"))
@@ -126,7 +126,7 @@ def test_a_dtype_other_than_planned_rewrites_everything(ckpt, tmp_path, monkeypa
     gate = Gate(monkeypatch)
     gate.open_after_plan(monkeypatch)
     counted: list[int] = []
-    merge(ckpt, tmp_path / "out", fsync=False, progress=counted.append)
+    merge(ckpt, tmp_path / "out", fsync=False, background=True, progress=counted.append)
     assert len(passes) == 2  # the first pass stopped at the fp32 norm and was dropped
     out = hf_tensors(tmp_path / "out")
     assert out["model.norm.weight"].dtype == torch.float32
@@ -160,7 +160,7 @@ def test_a_bad_last_stage_fails_after_writing_began_and_leaves_nothing(ckpt, tmp
 
     monkeypatch.setattr(hf_module.Writer, "stream", stream)
     with pytest.raises(MalformedFileError, match=r"mp_rank_01_001/model_optim_rng\.pt"):
-        merge(ckpt, tmp_path / "out", fsync=False)
+        merge(ckpt, tmp_path / "out", fsync=False, background=True)
     assert writes  # the failure arrived after the first bytes were written
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")] == []
@@ -187,7 +187,7 @@ def test_tied_head_checked_at_finish_when_the_last_stage_comes_late(tmp_path, mo
 
     monkeypatch.setattr(MegatronSource, "get", get)
     with pytest.raises(ShardMismatchError, match=r"copy of the tied embedding differs.*mp_rank_00_001.*output_layer"):
-        merge(tmp_path / "ckpt", tmp_path / "out", fsync=False)
+        merge(tmp_path / "ckpt", tmp_path / "out", fsync=False, background=True)
     assert not (tmp_path / "out").exists()
 
 
@@ -201,7 +201,7 @@ def test_a_parameter_in_two_stages_is_refused(ckpt, tmp_path):
     with pytest.raises(LayoutError, match=pattern):
         open_source(ckpt)
     with pytest.raises(LayoutError, match=pattern):
-        merge(ckpt, tmp_path / "out", fsync=False)
+        merge(ckpt, tmp_path / "out", fsync=False, background=True)
     assert not (tmp_path / "out").exists()
 
 
