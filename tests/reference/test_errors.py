@@ -240,3 +240,17 @@ def test_real_training_state_loads_without_running_anything(ckpt, tmp_path):
         torch.save(state, f)
     merge(ckpt, tmp_path / "out", fsync=False)
     assert (tmp_path / "out/model.safetensors").is_file()
+
+
+def test_ranks_with_different_numbers_of_model_chunks(ckpt, tmp_path):
+    """Virtual pipeline chunks (model0, model1, ...) must be the same on every rank."""
+    path = rank_file(ckpt, "mp_rank_01_001")
+
+    def split(state):
+        model = state.pop("model")
+        state["model0"], state["model1"] = model, {}
+
+    rewrite(path, split)
+    with pytest.raises(LayoutError, match=r"holds 2 model chunks but .*mp_rank_00_000.* holds 1.*\[.*mp_rank_01_001"):
+        merge(ckpt, tmp_path / "out")
+    assert_nothing_written(tmp_path / "out")
