@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ._pages import FileMappings
-from ._safeload import LoadedPickle, Opaque, load_pt
+from ._safeload import LoadedPickle, Opaque, load_pt_mapped
 from .arch import HYPERPARAMETER_ARGS, Arch, Layout, arch_from_args, layout_from_args
 from .errors import LayoutError, MalformedFileError, ShardMismatchError
 from .layout import RANK_FILE, CheckpointDir, find_checkpoint, interpret_rank_dirs, read_json
@@ -51,6 +51,25 @@ def flatten_state(obj: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[st
             yield from flatten_state(value, name + ".")
         else:
             yield name, value
+
+
+def _model_dicts(obj: Any) -> list[dict[str, Any]]:
+    """Every dict under a rank file's ``model`` (or ``model0``, ``model1``...) entry."""
+    out: list[dict[str, Any]] = []
+    if isinstance(obj, Mapping):
+        todo = [v for k, v in obj.items() if isinstance(k, str) and re.fullmatch(r"model\d*", k)]
+        while todo:
+            d = todo.pop()
+            if isinstance(d, dict):
+                out.append(d)
+                todo.extend(v for v in d.values() if isinstance(v, dict))
+    return out
+
+
+def _read_rank_file(file: Path) -> LoadedPickle:
+    """A rank file with only its model tensors backed by the file (see ``load_pt_mapped``);
+    the optimizer state's tensors stay on the meta device and are never mapped."""
+    return load_pt_mapped(file, _model_dicts)
 
 
 def _namespace_dict(args: Any) -> dict[str, Any] | None:
@@ -210,7 +229,7 @@ class MegatronSource:
         if ckpt.format != "torch":
             raise LayoutError("a torch_dist checkpoint; open it with TorchDistSource", path=ckpt.iter_dir)
         first = min(ckpt.rank_dirs.items(), key=lambda kv: tuple(abs(n) for n in kv[0]))[1] / RANK_FILE
-        loaded = load_pt(first) if first.is_file() else None
+        loaded = _read_rank_file(first) if first.is_file() else None
         raw, args_file = resolve_args(loaded, first if loaded else None, ckpt.arguments_json)
         layout = layout_from_args(raw, source=args_file)
         arch = arch_from_args(raw, source=args_file, vocab_size=vocab_size)
@@ -262,7 +281,7 @@ class MegatronSource:
             for (tp, pp, ep), file in files:
                 if self._cancelled:
                     return
-                loaded = first_loaded if file == first and first_loaded is not None else load_pt(file)
+                loaded = first_loaded if file == first and first_loaded is not None else _read_rank_file(file)
                 self.pages.register_file(file)
                 state = loaded.obj
                 if not isinstance(state, Mapping):

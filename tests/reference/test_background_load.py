@@ -1,7 +1,7 @@
 """merge(background=True) reads the later pipeline stages on a thread while the first ones are written.
 
 The tiny test checkpoints load in milliseconds, so each test holds the last stage's rank files
-back (a gate on ``load_pt``) until a chosen moment: the plan is then made from the first rank
+back (a gate on reading a rank file) until a chosen moment: the plan is then made from the first rank
 file's dtypes, errors in the last stage arrive after bytes were written, and the tied-head check
 waits for ``finish``. Whatever the timing, the output must be the bytes a fully read checkpoint
 gives, and a failure must leave nothing behind.
@@ -48,7 +48,7 @@ class Gate:
     def __init__(self, monkeypatch) -> None:
         self.event = threading.Event()
         self.held: list[str] = []
-        real = megatron_module.load_pt
+        real = megatron_module._read_rank_file
 
         def load(path: Path):
             if path.parent.name in LAST_STAGE:
@@ -56,7 +56,7 @@ class Gate:
                 assert self.event.wait(30), "the gate was never opened"
             return real(path)
 
-        monkeypatch.setattr(megatron_module, "load_pt", load)
+        monkeypatch.setattr(megatron_module, "_read_rank_file", load)
 
     def open(self) -> None:
         self.event.set()
