@@ -18,7 +18,7 @@ import io
 import struct
 import types
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -64,11 +64,16 @@ class LoadedPickle:
     stand_ins: list[str] = field(default_factory=list)
 
 
-def load_pt(path: Path, *, meta: bool = False) -> LoadedPickle:
+def load_pt(path: Path, *, meta: bool = False, expect: Sequence[str] | None = None) -> LoadedPickle:
     """Load ``path`` lazily (mmap) and safely; see the module docstring.
 
     ``meta``: tensors on the meta device (no data mapped); each storage records the file offset
     of its bytes as ``_checkpoint_offset``, computed by torch from the zip layout torch.save writes.
+
+    ``expect``: the stand-in globals another file of the same checkpoint needed. The file is then
+    first unpickled with exactly those allowed, skipping the scan of its globals; torch's
+    ``weights_only`` unpickler still refuses any other global when it meets it, and the file is
+    then scanned and refused (or loaded) as without ``expect``.
 
     Raises:
         UnsafeCheckpointError: The pickle names a global outside the allow-list.
@@ -80,6 +85,12 @@ def load_pt(path: Path, *, meta: bool = False) -> LoadedPickle:
             path=path,
             fix="re-copy the file; re-save legacy-format files with a current torch",
         )
+    if expect is not None:
+        try:
+            with safe_globals([*_ALLOWED, *((Opaque, name) for name in expect)]):
+                return LoadedPickle(_torch_load(path, meta), list(expect))
+        except Exception:  # noqa: BLE001, S110 - any failure: take the checked path below, which names it
+            pass
     try:
         names = get_unsafe_globals_in_checkpoint(str(path))
     except Exception as e:  # noqa: BLE001 - torch raises bare RuntimeError/UnpicklingError
@@ -96,16 +107,21 @@ def load_pt(path: Path, *, meta: bool = False) -> LoadedPickle:
     allowed = [*_ALLOWED, *((Opaque, name) for name in stand_ins)]
     try:
         with safe_globals(allowed):
-            if meta:
-                obj = torch.load(path, map_location="meta", weights_only=True)
-            else:
-                obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            obj = _torch_load(path, meta)
     except Exception as e:  # noqa: BLE001 - truncated data surfaces as RuntimeError
         raise MalformedFileError(f"cannot load checkpoint: {e}", path=path, fix="re-copy the file") from e
     return LoadedPickle(obj, stand_ins)
 
 
-def load_pt_mapped(path: Path, select: Callable[[Any], list[dict[str, Any]]]) -> LoadedPickle:
+def _torch_load(path: Path, meta: bool) -> Any:
+    if meta:
+        return torch.load(path, map_location="meta", weights_only=True)
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+
+
+def load_pt_mapped(
+    path: Path, select: Callable[[Any], list[dict[str, Any]]], *, expect: Sequence[str] | None = None
+) -> LoadedPickle:
     """``load_pt`` with only the tensors in the dicts ``select(obj)`` returns backed by the file.
 
     The pickle is read with ``map_location="meta"``, which skips torch's lookup of every
@@ -116,12 +132,12 @@ def load_pt_mapped(path: Path, select: Callable[[Any], list[dict[str, Any]]]) ->
     header read back, same size, uncompressed); if any is not, or this torch records no offsets,
     the file is loaded with ``load_pt`` instead. Everything else stays on the meta device.
     """
-    loaded = load_pt(path, meta=True)
+    loaded = load_pt(path, meta=True, expect=expect)
     try:
         dicts = select(loaded.obj)
         mapped = _map_selected(path, dicts)
-    except _NotTorchLayout:
-        return load_pt(path)
+    except (_NotTorchLayout, zipfile.BadZipFile, OSError):
+        return load_pt(path, expect=expect)
     for d, tensors in zip(dicts, mapped, strict=True):
         d.update(tensors)
     return loaded

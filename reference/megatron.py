@@ -66,10 +66,11 @@ def _model_dicts(obj: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _read_rank_file(file: Path) -> LoadedPickle:
+def _read_rank_file(file: Path, expect: LoadedPickle | None = None) -> LoadedPickle:
     """A rank file with only its model tensors backed by the file (see ``load_pt_mapped``);
-    the optimizer state's tensors stay on the meta device and are never mapped."""
-    return load_pt_mapped(file, _model_dicts)
+    the optimizer state's tensors stay on the meta device and are never mapped. ``expect``:
+    another rank file of the checkpoint, whose foreign globals this one is tried with first."""
+    return load_pt_mapped(file, _model_dicts, expect=None if expect is None else expect.stand_ins)
 
 
 def _namespace_dict(args: Any) -> dict[str, Any] | None:
@@ -281,7 +282,9 @@ class MegatronSource:
             for (tp, pp, ep), file in files:
                 if self._cancelled:
                     return
-                loaded = first_loaded if file == first and first_loaded is not None else _read_rank_file(file)
+                loaded = (
+                    first_loaded if file == first and first_loaded is not None else _read_rank_file(file, first_loaded)
+                )
                 self.pages.register_file(file)
                 state = loaded.obj
                 if not isinstance(state, Mapping):

@@ -50,11 +50,11 @@ class Gate:
         self.held: list[str] = []
         real = megatron_module._read_rank_file
 
-        def load(path: Path):
+        def load(path: Path, *args):
             if path.parent.name in LAST_STAGE:
                 self.held.append(path.parent.name)
                 assert self.event.wait(30), "the gate was never opened"
-            return real(path)
+            return real(path, *args)
 
         monkeypatch.setattr(megatron_module, "_read_rank_file", load)
 

@@ -38,9 +38,9 @@ def calls_to_load_pt(monkeypatch):
     calls: list[bool] = []
     real = _safeload.load_pt
 
-    def spy(path, *, meta=False):
+    def spy(path, *, meta=False, expect=None):
         calls.append(meta)
-        return real(path, meta=meta)
+        return real(path, meta=meta, expect=expect)
 
     monkeypatch.setattr(_safeload, "load_pt", spy)
     return calls
@@ -84,5 +84,24 @@ def test_merge_reads_a_rezipped_checkpoint_correctly(tmp_path):
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
             for name, data in reversed(entries):
                 z.writestr(name, data)
+    merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
+    assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
+
+
+def test_a_later_rank_file_with_other_foreign_globals_is_scanned_and_read(tmp_path):
+    """Rank files after the first are tried with the first one's stand-ins; a global beyond
+    them sends the file through the scan, which stands it in (numpy here) or refuses it."""
+    import numpy
+
+    write_model(llama(), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, fsync=False)
+    first, later = sorted((tmp_path / "ckpt/release").glob("*/model_optim_rng.pt"))
+    state = torch.load(later, weights_only=True)
+    state["rng_state"] = [{"np_rng_state": numpy.random.RandomState(0).get_state()}]
+    torch.save(state, later)
+    read_first = _read_rank_file(first)
+    assert not any(n.startswith("numpy.") for n in read_first.stand_ins)
+    read_later = _read_rank_file(later, read_first)
+    assert any(n.startswith("numpy.") for n in read_later.stand_ins)
     merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
     assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
