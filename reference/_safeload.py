@@ -1,13 +1,15 @@
 """Load Megatron's ``.pt`` files without running code from them.
 
 ``torch.load(weights_only=True, mmap=True)``: tensor bytes stay on disk until touched, so the
-optimizer state in the same file is never read. The only classes allowed beyond torch's own
+optimizer state in the same file is never read (``load_pt_mapped`` goes further: tensors load on
+the meta device and only the selected ones are mapped from the file). The only classes allowed beyond torch's own
 are ``argparse.Namespace`` / ``types.SimpleNamespace`` (Megatron's ``args``) and ``io.BytesIO``
 (Transformer Engine's ``_extra_state``). The other classes a real Megatron checkpoint holds
 (its own enums and dataclasses in ``args``, numpy's RNG state in ``rng_state``, ``PosixPath``,
 ``signal.Signals``, ``torch._C.Generator``) are replaced by inert stand-ins that never call
 the original and are reported. Any other global (``os.system``, ``builtins.eval``...) refuses
-the file before a byte of it is unpickled.
+the file before a byte of it is unpickled (with ``expect``, torch's ``weights_only`` unpickler
+refuses it first, where it meets it, and the scan then names it).
 """
 
 from __future__ import annotations
