@@ -133,6 +133,10 @@ def load_pt_mapped(
     selected tensor's bytes are checked to be exactly one stored record of the archive (local
     header read back, same size, uncompressed); if any is not, or this torch records no offsets,
     the file is loaded with ``load_pt`` instead. Everything else stays on the meta device.
+
+    What the check cannot see: a pickle that numbers its storages out of the order torch.save
+    does could land a tensor on another record of exactly its size. That reads the wrong
+    numbers from the same file, never code or bytes outside it; torch.save never writes one.
     """
     loaded = load_pt(path, meta=True, expect=expect)
     try:
