@@ -87,12 +87,8 @@ def load_pt(path: Path, *, meta: bool = False, expect: Sequence[str] | None = No
             path=path,
             fix="re-copy the file; re-save legacy-format files with a current torch",
         )
-    if expect is not None:
-        try:
-            with safe_globals([*_ALLOWED, *((Opaque, name) for name in expect)]):
-                return LoadedPickle(_torch_load(path, meta), list(expect))
-        except Exception:  # noqa: BLE001, S110 - any failure: take the checked path below, which names it
-            pass
+    if expect is not None and (quick := _load_expecting(path, meta, expect)) is not None:
+        return quick
     try:
         names = get_unsafe_globals_in_checkpoint(str(path))
     except Exception as e:  # noqa: BLE001 - torch raises bare RuntimeError/UnpicklingError
@@ -113,6 +109,17 @@ def load_pt(path: Path, *, meta: bool = False, expect: Sequence[str] | None = No
     except Exception as e:  # noqa: BLE001 - truncated data surfaces as RuntimeError
         raise MalformedFileError(f"cannot load checkpoint: {e}", path=path, fix="re-copy the file") from e
     return LoadedPickle(obj, stand_ins)
+
+
+def _load_expecting(path: Path, meta: bool, expect: Sequence[str]) -> LoadedPickle | None:
+    """Unpickle with exactly ``expect``'s stand-ins allowed; None if that fails for any reason
+    (a global beyond them, a truncated file...): ``load_pt`` then scans the file and raises the
+    error that names the problem, or loads it with its own stand-ins."""
+    try:
+        with safe_globals([*_ALLOWED, *((Opaque, name) for name in expect)]):
+            return LoadedPickle(_torch_load(path, meta), list(expect))
+    except Exception:  # noqa: BLE001 - torch raises bare RuntimeError/UnpicklingError; reported by the scan
+        return None
 
 
 def _torch_load(path: Path, meta: bool) -> Any:

@@ -14,6 +14,7 @@ import torch
 from ._fs import atomic_dir
 from ._pages import FileMappings
 from ._pwrite import Writer
+from ._sourcebase import ReadUpFront
 from .arch import Arch, Layout
 from .errors import LayoutError, MalformedFileError, ShardMismatchError, UnsupportedModelError
 from .families import Family, arch_from_config, family_for_arch
@@ -263,7 +264,7 @@ def _produce(src: Source, family: Family, unit: _Unit) -> Iterator[Rows]:
     yield from km.codec.to_hf(src.arch, src.get(unit.canonical))
 
 
-class HFSource:
+class HFSource(ReadUpFront):
     """A Hugging Face directory (config.json + safetensors) as canonical parameters."""
 
     format = "hf"
@@ -363,12 +364,6 @@ class HFSource:
     def prefetch(self, rows: Rows) -> None:
         for p in rows.sources():
             self.pages.prefetch(p)
-
-    def loaded(self, key: str) -> bool:
-        return True
-
-    def finish(self) -> None:
-        return None
 
     def describe(self) -> dict[str, Any]:
         return {"format": "hf", "architecture": self.family.architecture, "files": sorted(self._files)}

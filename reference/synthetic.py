@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ._sourcebase import OwnedMemory
 from .arch import Arch, Layout
 from .rows import Rows
 from .spec import canonical_keys, expected_shape, rule_for
@@ -41,7 +42,7 @@ def random_weights(
     return out
 
 
-class DictSource:
+class DictSource(OwnedMemory):
     """Canonical tensors held in memory, presented as a converter source."""
 
     format = "memory"
@@ -58,18 +59,6 @@ class DictSource:
     def get(self, key: str, *, meta: bool = False) -> Rows:
         t = self.tensors[key]
         return Rows.of(t.to("meta") if meta else t)
-
-    def release(self, rows: Rows) -> None:
-        return None
-
-    def prefetch(self, rows: Rows) -> None:
-        return None
-
-    def loaded(self, key: str) -> bool:
-        return True
-
-    def finish(self) -> None:
-        return None
 
     def describe(self) -> dict[str, Any]:
         return {"format": self.format}

@@ -54,6 +54,7 @@ from torch.distributed.checkpoint.planner_helpers import create_read_items_for_c
 from torch.serialization import _get_layout
 
 from ._safeload import LoadedPickle, Opaque, load_pt
+from ._sourcebase import OwnedMemory
 from .arch import Arch, Layout, arch_from_args, layout_from_args
 from .errors import LayoutError, MalformedFileError, ReleaseError, ShardMismatchError, UnsafeCheckpointError
 from .layout import CheckpointDir, find_checkpoint, read_json
@@ -275,7 +276,7 @@ def _parse_key(key: str) -> _Stored:
     return _Stored(_LAYERS + "{layer}." + tail, tuple(axes), layer, expert, half)
 
 
-class TorchDistSource:
+class TorchDistSource(OwnedMemory):
     """A Megatron ``torch_dist`` checkpoint as canonical parameters.
 
     Presents the same interface as :class:`~vla_reference.megatron.MegatronSource`.
@@ -508,21 +509,6 @@ class TorchDistSource:
                 key=self._index[head][0].dist_key,
                 fix="re-sync the tied embedding and output layer before saving",
             )
-
-    def release(self, rows: Rows) -> None:
-        """Nothing to give back: parameters are read into owned memory, freed with ``rows``."""
-        return None
-
-    def prefetch(self, rows: Rows) -> None:
-        """Nothing to read ahead: ``get`` reads each parameter through torch.distributed.checkpoint."""
-        return None
-
-    def loaded(self, key: str) -> bool:
-        """Always: the metadata of every tensor is read when the checkpoint is opened."""
-        return True
-
-    def finish(self) -> None:
-        return None
 
     def describe(self) -> dict[str, Any]:
         files = {
