@@ -1,0 +1,164 @@
+"""The quick rank-file reader calls nothing from the file and changes nothing outside what it
+builds: whatever it does not handle is refused (``QuickLoadRefused``), and torch's
+``weights_only`` reader then loads or refuses the file."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import zipfile
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from vla_reference import MalformedFileError, UnsafeCheckpointError
+from vla_reference._quickload import Namespace, QuickLoadRefused, quick_load
+from vla_reference._safeload import Opaque, _stands_in, load_pt_mapped
+
+
+def model_dicts(obj):
+    return [obj["model"]] if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else []
+
+
+def read(path):
+    return quick_load(path, model_dicts, stands_in=_stands_in, opaque=Opaque)
+
+
+def archive(path, pkl: bytes, records: dict[str, bytes] | None = None, *, byteorder: bytes = b"little"):
+    """A torch.save-like archive holding ``pkl`` as its pickle."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/byteorder", byteorder)
+        z.writestr("archive/version", b"3\n")
+        for key, data in (records or {}).items():
+            z.writestr(f"archive/data/{key}", data)
+    return path
+
+
+def saved(path, obj):
+    torch.save(obj, path)
+    with zipfile.ZipFile(path) as z:
+        return {i.filename: z.read(i) for i in z.infolist()}
+
+
+def test_it_reads_what_torch_save_wrote(tmp_path):
+    w = torch.arange(12, dtype=torch.bfloat16).reshape(3, 4)
+    obj = {
+        "model": OrderedDict(w=w, t=w.t(), n=None, x=io.BytesIO(b"te")),
+        "optimizer": {"state": {0: {"exp_avg": torch.ones(5)}}},
+        "args": argparse.Namespace(hidden_size=4, params_dtype=torch.bfloat16),
+        "iteration": 7,
+    }
+    got, stand_ins = read(archive_from(tmp_path / "f.pt", obj))
+    assert stand_ins == []
+    assert torch.equal(got["model"]["w"], w) and torch.equal(got["model"]["t"], w.t())
+    assert got["model"]["t"].stride() == (1, 4) and got["model"]["n"] is None
+    assert got["model"]["x"].getvalue() == b"te"
+    assert got["optimizer"]["state"][0]["exp_avg"].is_meta
+    assert isinstance(got["args"], argparse.Namespace)
+    assert vars(got["args"]) == {"hidden_size": 4, "params_dtype": torch.bfloat16}
+    assert got["iteration"] == 7
+
+
+def archive_from(path, obj):
+    torch.save(obj, path)
+    return path
+
+
+def global_op(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def test_a_global_outside_the_allow_list_is_refused_before_anything_runs(tmp_path, capsys):
+    pkl = b"\x80\x02" + global_op("builtins", "print") + b"X\x03\x00\x00\x00ran\x85R."
+    path = archive(tmp_path / "f.pt", pkl)
+    with pytest.raises(QuickLoadRefused, match="global builtins.print"):
+        read(path)
+    with pytest.raises(UnsafeCheckpointError, match="would call builtins.print"):
+        load_pt_mapped(path, model_dicts)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    "module, name", [("argparse", "Namespace"), ("torch._utils", "_rebuild_tensor_v2"), ("torch", "FloatStorage")]
+)
+def test_the_pickle_cannot_set_attributes_on_what_it_is_handed(tmp_path, module, name):
+    """BUILD with slot state on a handed-out class or constructor would ``setattr`` on it."""
+    pkl = b"\x80\x02" + global_op(module, name) + b"N}X\x04\x00\x00\x00evilK\x01s\x86b."
+    with pytest.raises(QuickLoadRefused, match="sets evil"):
+        read(archive(tmp_path / "f.pt", pkl))
+    assert not hasattr(Namespace, "evil") and not hasattr(argparse.Namespace, "evil")
+
+
+def test_a_persistent_id_that_is_not_a_storage_is_refused(tmp_path):
+    pkl = b"\x80\x02X\x04\x00\x00\x00evilQ."  # BINPERSID with a string
+    with pytest.raises(QuickLoadRefused, match="persistent id 'evil'"):
+        read(archive(tmp_path / "f.pt", pkl))
+
+
+def test_a_tensor_beyond_its_storage_is_named(tmp_path):
+    """torch's mmap load would read past the record here; the quick reader names it."""
+    records = saved(tmp_path / "ok.pt", {"model": {"w": torch.ones(4)}})
+    pkl = records["ok/data.pkl"].replace(b"K\x04\x85", b"K\x09\x85")  # size (4,) -> (9,)
+    path = archive(tmp_path / "f.pt", pkl, {"0": records["ok/data/0"]})
+    with pytest.raises(
+        MalformedFileError, match=r"size \(9,\).* runs past its storage of 4 elements \[.*f.pt:archive/data/0\]"
+    ):
+        load_pt_mapped(path, model_dicts)
+
+
+def test_a_record_of_another_size_than_its_storage_is_named(tmp_path):
+    """torch.load(mmap=True) returns the bytes after a short record as data; this must not."""
+    records = saved(tmp_path / "ok.pt", {"model": {"w": torch.ones(4)}})
+    path = archive(tmp_path / "f.pt", records["ok/data.pkl"], {"0": records["ok/data/0"][:8]})
+    with pytest.raises(MalformedFileError, match=r"archive/data/0 holds 8 bytes, the pickle needs 16 \[.*f.pt:w\]"):
+        load_pt_mapped(path, model_dicts)
+
+
+def test_a_missing_record_is_named(tmp_path):
+    records = saved(tmp_path / "ok.pt", {"model": {"w": torch.ones(4)}})
+    path = archive(tmp_path / "f.pt", records["ok/data.pkl"], {"1": records["ok/data/0"]})
+    with pytest.raises(MalformedFileError, match=r"record archive/data/0 is missing \[.*f.pt:w\]"):
+        load_pt_mapped(path, model_dicts)
+
+
+def test_a_local_header_naming_another_record_is_named(tmp_path):
+    records = saved(tmp_path / "ok.pt", {"model": {"w": torch.ones(4)}})
+    path = archive(tmp_path / "f.pt", records["ok/data.pkl"], {"0": records["ok/data/0"]})
+    data = bytearray(path.read_bytes())
+    at = data.index(b"archive/data/0")  # the first occurrence is the local header's
+    data[at : at + len(b"archive/data/0")] = b"archive/data/9"
+    path.write_bytes(bytes(data))
+    with pytest.raises(MalformedFileError, match="local header of archive/data/0 names another record"):
+        load_pt_mapped(path, model_dicts)
+
+
+def test_big_endian_data_goes_to_torch(tmp_path):
+    records = saved(tmp_path / "ok.pt", {"model": {"w": torch.ones(4)}})
+    path = archive(tmp_path / "f.pt", records["ok/data.pkl"], {"0": records["ok/data/0"]}, byteorder=b"big")
+    with pytest.raises(QuickLoadRefused, match="little-endian"):
+        read(path)
+
+
+def test_a_truncated_file_is_refused_and_named_by_torchs_reader(tmp_path):
+    path = archive_from(tmp_path / "f.pt", {"model": {"w": torch.ones(1000)}})
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(QuickLoadRefused):
+        read(path)
+    with pytest.raises(MalformedFileError, match="f.pt"):
+        load_pt_mapped(path, model_dicts)
+
+
+def test_megatron_classes_become_stand_ins(tmp_path):
+    pkl = b"\x80\x02}X\x04\x00\x00\x00kind" + global_op("megatron.core.enums", "ModelType") + b"K\x01\x85Rs."
+    got, stand_ins = read(archive(tmp_path / "f.pt", pkl))
+    assert stand_ins == ["megatron.core.enums.ModelType"]
+    assert isinstance(got["kind"], Opaque) and got["kind"].args == (1,)
+
+
+def test_codecs_encode_is_only_protocol_2s_bytes(tmp_path):
+    """Protocol 2 pickles bytes as _codecs.encode(text, "latin1"); no other codec is run."""
+    pkl = b"\x80\x02" + global_op("_codecs", "encode") + b"X\x01\x00\x00\x00xX\x04\x00\x00\x00zlib\x86R."
+    with pytest.raises(QuickLoadRefused, match="_codecs.encode with 'zlib'"):
+        read(archive(tmp_path / "f.pt", pkl))
