@@ -1,8 +1,10 @@
 """Load Megatron's ``.pt`` files without running code from them.
 
 ``torch.load(weights_only=True, mmap=True)``: tensor bytes stay on disk until touched, so the
-optimizer state in the same file is never read (``load_pt_mapped`` goes further: tensors load on
-the meta device and only the selected ones are mapped from the file). The only classes allowed beyond torch's own
+optimizer state in the same file is never read. ``load_pt_mapped`` goes further: rank files are
+read by ``_quickload`` (Python's C unpickler with an allow-list of inert globals) or, for what
+it does not handle, by torch with tensors on the meta device, and only the selected tensors
+are mapped from the file. The only classes allowed beyond torch's own
 are ``argparse.Namespace`` / ``types.SimpleNamespace`` (Megatron's ``args``) and ``io.BytesIO``
 (Transformer Engine's ``_extra_state``). The other classes a real Megatron checkpoint holds
 (its own enums and dataclasses in ``args``, numpy's RNG state in ``rng_state``, ``PosixPath``,
