@@ -6,7 +6,7 @@ write. This reader unpickles the same ``data.pkl`` with ``pickle.Unpickler``, wh
 ``find_class`` hands out only
 
 - its own constructors, which build meta tensors from checked numbers
-  (``torch._utils._rebuild_tensor_v2`` and ``_rebuild_parameter``, with no hooks or state);
+  (``torch._utils._rebuild_tensor_v2``/``_v3``, ``_rebuild_parameter[_with_state]``; no hooks);
 - values and types that run nothing of the file's: torch dtypes, the legacy storage types (as
   tokens naming a dtype), ``torch.Size``, ``collections.OrderedDict``, ``io.BytesIO``, and
   ``argparse.Namespace`` / ``types.SimpleNamespace`` as subclasses whose attributes cannot be
@@ -92,7 +92,8 @@ class _StorageType:
         raise QuickLoadRefused(f"the pickle sets {name} on a storage type")
 
 
-# torch.save names a storage by its legacy typed class; UntypedStorage holds bytes.
+# torch.save names a storage by its legacy typed class (torch.BFloat16Storage), or as
+# torch.storage.UntypedStorage (bytes) for the dtypes without one.
 _STORAGE_DTYPES: Final[dict[str, torch.dtype]] = {
     "UntypedStorage": torch.uint8,
     "ByteStorage": torch.uint8,
@@ -150,7 +151,9 @@ class _Unpickler(pickle.Unpickler):
         self.tensors: dict[int, tuple[torch.Tensor, _Storage, int]] = {}
         self._globals: dict[tuple[str, str], Any] = {
             ("torch._utils", "_rebuild_tensor_v2"): _Constructor(self._rebuild_tensor),
+            ("torch._utils", "_rebuild_tensor_v3"): _Constructor(self._rebuild_tensor_v3),
             ("torch._utils", "_rebuild_parameter"): _Constructor(self._rebuild_parameter),
+            ("torch._utils", "_rebuild_parameter_with_state"): _Constructor(self._rebuild_parameter),
             ("collections", "OrderedDict"): OrderedDict,
             ("_codecs", "encode"): _Constructor(_latin1),  # protocol 2 pickles bytes as encode(str, "latin1")
             ("torch", "Size"): torch.Size,
@@ -166,7 +169,7 @@ class _Unpickler(pickle.Unpickler):
             return found
         if module == "torch" and name in _DTYPES:
             return _DTYPES[name]
-        if module == "torch" and name in _STORAGE_DTYPES:
+        if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         qualified = f"{module}.{name}"
         if self._stands_in(qualified):
@@ -191,20 +194,37 @@ class _Unpickler(pickle.Unpickler):
 
     def _rebuild_tensor(self, storage: Any, offset: Any, size: Any, stride: Any, *rest: Any) -> torch.Tensor:
         # (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
+        if not (isinstance(storage, _StorageRef) and len(rest) in (2, 3)):
+            raise QuickLoadRefused("a tensor rebuilt from other arguments than torch.save writes")
+        return self._tensor(storage, storage.dtype, offset, size, stride, *rest)
+
+    def _rebuild_tensor_v3(self, storage: Any, offset: Any, size: Any, stride: Any, *rest: Any) -> torch.Tensor:
+        # (untyped storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype[, metadata]):
+        # what torch.save writes for the dtypes without a legacy storage class (float8, uint16...)
         if not (
             isinstance(storage, _StorageRef)
-            and _is_count(offset)
+            and storage.dtype == torch.uint8
+            and len(rest) in (3, 4)
+            and isinstance(rest[2], torch.dtype)
+        ):
+            raise QuickLoadRefused("a tensor rebuilt from other arguments than torch.save writes")
+        return self._tensor(storage, rest[2], offset, size, stride, rest[0], rest[1], *rest[3:])
+
+    def _tensor(
+        self, storage: _StorageRef, dtype: torch.dtype, offset: Any, size: Any, stride: Any, *rest: Any
+    ) -> torch.Tensor:
+        if not (
+            _is_count(offset)
             and _is_shape(size)
             and _is_shape(stride, signed=True)
             and len(size) == len(stride)
-            and len(rest) in (2, 3)
             and isinstance(rest[0], bool)
             and isinstance(rest[1], Mapping)
             and not rest[1]
             and (len(rest) == 2 or not rest[2])
         ):
             raise QuickLoadRefused("a tensor with hooks, metadata or malformed geometry")
-        numel = storage.storage.nbytes // storage.dtype.itemsize
+        numel = storage.storage.nbytes // dtype.itemsize
         extent = 0 if 0 in size else 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
         if min(stride, default=0) < 0 or offset + extent > numel:
             raise MalformedFileError(
@@ -214,11 +234,14 @@ class _Unpickler(pickle.Unpickler):
                 key=f"{self._prefix}data/{storage.storage.key}",
                 fix="re-copy the file; it is not what torch.save wrote",
             )
-        t = torch.empty_strided(size, stride, dtype=storage.dtype, device="meta")
+        t = torch.empty_strided(size, stride, dtype=dtype, device="meta")
         self.tensors[id(t)] = (t, storage.storage, offset)
         return t
 
-    def _rebuild_parameter(self, data: Any, requires_grad: Any, hooks: Any) -> torch.Tensor:
+    def _rebuild_parameter(self, data: Any, requires_grad: Any, hooks: Any, state: Any = None) -> torch.Tensor:
+        # _rebuild_parameter(data, requires_grad, hooks) and, for a parameter carrying attributes
+        # (Megatron's tensor_model_parallel, partition_dim...), ..._with_state(..., state): the
+        # state is already unpickled into inert values, and a tensor does not need it.
         if not (isinstance(data, torch.Tensor) and id(data) in self.tensors and isinstance(hooks, Mapping)):
             raise QuickLoadRefused("a parameter that is not a plain tensor")
         if hooks:

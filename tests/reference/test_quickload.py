@@ -162,3 +162,17 @@ def test_codecs_encode_is_only_protocol_2s_bytes(tmp_path):
     pkl = b"\x80\x02" + global_op("_codecs", "encode") + b"X\x01\x00\x00\x00xX\x04\x00\x00\x00zlib\x86R."
     with pytest.raises(QuickLoadRefused, match="_codecs.encode with 'zlib'"):
         read(archive(tmp_path / "f.pt", pkl))
+
+
+def test_tensors_of_the_newer_dtypes_and_parameters_with_attributes(tmp_path):
+    """float8 and uint16 are saved with _rebuild_tensor_v3 on an untyped storage; a Parameter
+    carrying attributes (as Megatron sets them) with _rebuild_parameter_with_state."""
+    p = torch.nn.Parameter(torch.arange(6, dtype=torch.float32).reshape(2, 3))
+    p.tensor_model_parallel, p.partition_dim = True, 0
+    f8 = torch.linspace(-2, 2, 8).to(torch.float8_e4m3fn)
+    u16 = torch.arange(5, dtype=torch.int32).to(torch.uint16)
+    got, _ = read(archive_from(tmp_path / "f.pt", {"model": {"p": p, "f8": f8, "u16": u16[1:]}}))
+    assert got["model"]["p"].dtype == torch.float32 and torch.equal(got["model"]["p"], p.detach())
+    assert got["model"]["f8"].dtype == torch.float8_e4m3fn
+    assert torch.equal(got["model"]["f8"].view(torch.uint8), f8.view(torch.uint8))
+    assert got["model"]["u16"].dtype == torch.uint16 and got["model"]["u16"].tolist() == [1, 2, 3, 4]
