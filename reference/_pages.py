@@ -1,9 +1,13 @@
-"""Give back the pages of memory-mapped files once their bytes are written.
+"""Know which memory lies in file mappings: to give their pages back once written, and to
+copy their bytes file to file.
 
 Touched pages of a file mapping count towards a process's RSS until unmapped. The converters
 stream one tensor at a time, so after each one they drop its pages with ``madvise(DONTNEED)``;
 the next access (if any) faults them in from the page cache again. Only ranges registered as
 file mappings are ever advised: on anonymous memory DONTNEED would zero live data.
+
+``file_range`` says where a view's bytes lie in its file (an open descriptor and an offset), so
+that a writer can hand them to ``copy_file_range`` and never touch the mapping at all.
 """
 
 from __future__ import annotations
@@ -12,10 +16,14 @@ import bisect
 import ctypes
 import ctypes.util
 import mmap
+import os
 import sys
 import threading
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 __all__ = ["FileMappings", "BATCH_BYTES"]
@@ -34,25 +42,47 @@ def _libc() -> ctypes.CDLL | None:
     return ctypes.CDLL(name, use_errno=True) if name else None
 
 
+@dataclass(frozen=True)
+class _MappedFile:
+    """The file behind a mapping, as /proc/self/maps names it."""
+
+    path: str
+    offset: int  # file offset of the mapping's first byte
+    device: tuple[int, int]  # major, minor
+    inode: int
+
+
+def _close_all(fds: dict[str, int | None]) -> None:
+    for fd in fds.values():
+        if fd is not None:
+            os.close(fd)
+    fds.clear()
+
+
 class FileMappings:
     """Address ranges of read-only file mappings that may be released after use.
 
     Files may be registered from one thread (a background load) while another releases pages.
+    Descriptors opened by ``file_range`` are closed by ``close`` (or when this is collected).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._starts: list[int] = []
         self._ends: list[int] = []
+        self._files: list[_MappedFile | None] = []
+        self._fds: dict[str, int | None] = {}  # path -> descriptor; None: not the mapped file
+        self._closer = weakref.finalize(self, _close_all, self._fds)
         self._libc = _libc()
         self._pending: list[tuple[int, int]] = []
         self._pending_bytes = 0
 
-    def register_range(self, start: int, length: int) -> None:
+    def register_range(self, start: int, length: int, file: _MappedFile | None = None) -> None:
         with self._lock:
             i = bisect.bisect(self._starts, start)
             self._starts.insert(i, start)
             self._ends.insert(i, start + length)
+            self._files.insert(i, file)
 
     def register_file(self, path: Path) -> None:
         """Record every mapping of ``path`` that /proc/self/maps shows (after torch.load mmap)."""
@@ -67,10 +97,35 @@ class FileMappings:
             parts = line.split(maxsplit=5)
             if len(parts) == 6 and parts[5] == target:
                 lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                major, minor = (int(x, 16) for x in parts[3].split(":"))
+                file = _MappedFile(target, int(parts[2], 16), (major, minor), int(parts[4]))
                 with self._lock:
                     covered = self._covers(lo, hi)
                 if not covered:
-                    self.register_range(lo, hi - lo)
+                    self.register_range(lo, hi - lo, file)
+
+    def file_range(self, chunk: memoryview) -> tuple[int, int] | None:
+        """An open descriptor of the file under ``chunk`` and the chunk's offset in it, if the
+        chunk lies in a registered file mapping and the file at that path is still the one
+        mapped (same device and inode); else None."""
+        n = chunk.nbytes
+        if not n or not chunk.contiguous:
+            return None
+        lo = np.frombuffer(chunk, dtype=np.uint8).ctypes.data
+        with self._lock:
+            i = bisect.bisect(self._starts, lo) - 1
+            if i < 0 or self._ends[i] < lo + n or (file := self._files[i]) is None:
+                return None
+            start = self._starts[i]
+            if file.path not in self._fds:
+                self._fds[file.path] = _open_same(file)
+            fd = self._fds[file.path]
+        return None if fd is None else (fd, file.offset + lo - start)
+
+    def close(self) -> None:
+        """Close the descriptors ``file_range`` opened."""
+        with self._lock:
+            _close_all(self._fds)
 
     def _covers(self, lo: int, hi: int) -> bool:
         i = bisect.bisect(self._starts, lo) - 1
@@ -127,3 +182,16 @@ class FileMappings:
             return
         for start, end in merged:
             libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
+
+
+def _open_same(file: _MappedFile) -> int | None:
+    """``file.path`` opened for reading, if it is still the mapped file."""
+    try:
+        fd = os.open(file.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if ((os.major(st.st_dev), os.minor(st.st_dev)), st.st_ino) != (file.device, file.inode):
+        os.close(fd)  # replaced since it was mapped, or a filesystem (overlayfs) that reports another inode
+        return None
+    return fd

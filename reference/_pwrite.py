@@ -8,12 +8,14 @@ through its own reusable scratch buffer, so no fresh memory is faulted in per te
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
+from typing import Final
 
 import torch
 
@@ -24,13 +26,36 @@ try:  # the same CRC-32 as zlib's, several times faster (SIMD); both drop the GI
 except ImportError:  # pragma: no cover - zlib-ng is a dependency; installs without it still work
     from zlib import crc32
 
-__all__ = ["Writer", "default_threads", "WRITE_BYTES"]
+__all__ = ["Writer", "default_threads", "WRITE_BYTES", "COPY_BYTES"]
 
 # Bytes per pwrite call. The kernel first faults in (reads) the source range of a write, then
 # copies it into the page cache; a range that fits in the core's L2 cache is still there for the
 # copy. Writing the benchmark's 2.4 GB of weights from a warm page cache took 2.3-2.5 s in 8 MB
 # calls, 1.9-2.1 s in 1 MB calls, 1.5 s in 256 KB calls, 1.6-1.8 s in 512 KB and 64 KB calls.
 WRITE_BYTES = 256 << 10
+
+
+# Bytes per copy_file_range call, for chunks that lie in a source file: the kernel copies page
+# cache to page cache without mapping the source into this process.
+COPY_BYTES = 1 << 20
+# What copy_file_range raises where the kernel or the filesystems cannot do it.
+_NO_COPY: Final = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+def _copy_range(src: int, src_offset: int, fd: int, offset: int, n: int) -> tuple[int, bool]:
+    """``copy_file_range`` of up to ``n`` bytes; (bytes copied, whether copying works here)."""
+    done = 0
+    while done < n:
+        try:
+            k = os.copy_file_range(src, fd, min(n - done, COPY_BYTES), src_offset + done, offset + done)
+        except OSError as e:
+            if e.errno in _NO_COPY:
+                return done, False
+            raise
+        if k <= 0:  # the source ends early: let the caller's pwrite of the mapped bytes decide
+            break
+        done += k
+    return done, True
 
 
 def _pwrite_all(fd: int, chunk: memoryview, offset: int) -> None:
@@ -98,14 +123,27 @@ class Writer:
         if errors:
             raise errors[0]
 
-    def stream(self, fd: int, items: Iterable[tuple[int, Rows] | Callable[[], object]], *, depth: int = 4) -> None:
+    def stream(
+        self,
+        fd: int,
+        items: Iterable[tuple[int, Rows] | Callable[[], object]],
+        *,
+        depth: int = 4,
+        source: Callable[[memoryview], tuple[int, int] | None] | None = None,
+    ) -> None:
         """Write ``(offset, rows)`` items into one file from a single writer thread, in order,
         while the calling thread copies the next blocks into up to ``depth`` scratch buffers.
 
         One file takes one writer: the kernel serialises buffered writes to a file (the inode
         lock), so more writers would only wait on each other. A callable item runs on the writer
         thread once everything before it is written (to give pages back, count progress).
+
+        ``source``: where a zero-copy chunk's bytes lie in a file (descriptor, offset), if they
+        do. Those go file to file with ``copy_file_range``, the source's pages never mapped into
+        this process; the rest, and everything where the kernel or filesystem cannot copy, goes
+        out with ``pwrite``.
         """
+        copying = source is not None and hasattr(os, "copy_file_range")
         free: queue.Queue[torch.Tensor] = queue.Queue()
         for _ in range(depth):
             free.put(torch.empty(CHUNK_BYTES, dtype=torch.uint8))
@@ -113,6 +151,7 @@ class Writer:
         failed: list[BaseException] = []
 
         def writer() -> None:
+            nonlocal copying
             while (item := work.get()) is not None:
                 if callable(item):
                     if not failed:
@@ -124,7 +163,10 @@ class Writer:
                 offset, chunk, buf = item
                 if not failed:
                     try:
-                        _pwrite_all(fd, chunk, offset)
+                        done = 0
+                        if copying and buf is None and source is not None and (where := source(chunk)):
+                            done, copying = _copy_range(*where, fd, offset, len(chunk))
+                        _pwrite_all(fd, chunk[done:], offset + done)
                     except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
                         failed.append(e)
                 if buf is not None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ._pages import FileMappings
 from .rows import Rows
 
-__all__ = ["ReadUpFront", "OwnedMemory"]
+__all__ = ["ReadUpFront", "OwnedMemory", "InFileMappings"]
 
 
 class ReadUpFront:
@@ -26,3 +27,24 @@ class OwnedMemory(ReadUpFront):
 
     def prefetch(self, rows: Rows) -> None:
         return None
+
+    def file_range(self, chunk: memoryview) -> tuple[int, int] | None:
+        return None
+
+
+class InFileMappings:
+    """A source whose tensors are views of file mappings registered in ``pages``: their pages
+    are read ahead and given back, and their bytes can be copied file to file."""
+
+    pages: FileMappings
+
+    def release(self, rows: Rows) -> None:
+        for p in rows.sources():
+            self.pages.release(p)
+
+    def prefetch(self, rows: Rows) -> None:
+        for p in rows.sources():
+            self.pages.prefetch(p)
+
+    def file_range(self, chunk: memoryview) -> tuple[int, int] | None:
+        return self.pages.file_range(chunk)

@@ -14,7 +14,7 @@ import torch
 from ._fs import atomic_dir
 from ._pages import FileMappings
 from ._pwrite import Writer
-from ._sourcebase import ReadUpFront
+from ._sourcebase import InFileMappings, ReadUpFront
 from .arch import Arch, Layout
 from .errors import LayoutError, MalformedFileError, ShardMismatchError, UnsupportedModelError
 from .families import Family, arch_from_config, family_for_arch
@@ -43,6 +43,11 @@ class Source(Protocol):
     def release(self, rows: Rows) -> None: ...
 
     def prefetch(self, rows: Rows) -> None: ...
+
+    def file_range(self, chunk: memoryview) -> tuple[int, int] | None:
+        """Where a zero-copy chunk of a ``get`` result lies in a source file: (open descriptor,
+        offset), for copying file to file; None if it does not lie in one."""
+        ...
 
     def loaded(self, key: str) -> bool:
         """Whether ``get(key, meta=True)`` describes the stored tensor rather than an expectation."""
@@ -188,7 +193,7 @@ def _write_hf(
             try:
                 os.pwrite(fd, header, 0)
                 os.ftruncate(fd, len(header) + sum(_nbytes(s, d) for _, s, d in entries))
-                writer.stream(fd, _items(src, family, shard, offsets, progress))
+                writer.stream(fd, _items(src, family, shard, offsets, progress), source=src.file_range)
             finally:
                 os.close(fd)
             weight_map.update({n: fname for u in shard for n in u.names})
@@ -264,7 +269,7 @@ def _produce(src: Source, family: Family, unit: _Unit) -> Iterator[Rows]:
     yield from km.codec.to_hf(src.arch, src.get(unit.canonical))
 
 
-class HFSource(ReadUpFront):
+class HFSource(ReadUpFront, InFileMappings):
     """A Hugging Face directory (config.json + safetensors) as canonical parameters."""
 
     format = "hf"
@@ -356,14 +361,6 @@ class HFSource(ReadUpFront):
             t = self.hf_tensor(name)
             parts.append(Rows.of(t.to("meta") if meta else t))
         return km.codec.from_hf(self.arch, tuple(parts))
-
-    def release(self, rows: Rows) -> None:
-        for p in rows.sources():
-            self.pages.release(p)
-
-    def prefetch(self, rows: Rows) -> None:
-        for p in rows.sources():
-            self.pages.prefetch(p)
 
     def describe(self) -> dict[str, Any]:
         return {"format": "hf", "architecture": self.family.architecture, "files": sorted(self._files)}

@@ -23,6 +23,7 @@ import torch
 
 from ._pages import FileMappings
 from ._safeload import LoadedPickle, Opaque, load_pt_mapped
+from ._sourcebase import InFileMappings
 from .arch import HYPERPARAMETER_ARGS, Arch, Layout, arch_from_args, layout_from_args
 from .errors import LayoutError, MalformedFileError, ShardMismatchError
 from .layout import RANK_FILE, CheckpointDir, find_checkpoint, interpret_rank_dirs, read_json
@@ -178,7 +179,7 @@ class _Piece:
     local_key: str
 
 
-class MegatronSource:
+class MegatronSource(InFileMappings):
     """A Megatron ``torch``-format checkpoint as canonical parameters.
 
     Example:
@@ -463,10 +464,12 @@ class MegatronSource:
             self._tied_check_pending = False
 
     def close(self) -> None:
-        """Stop a background load (after the file being read) and wait for its thread."""
+        """Stop a background load (after the file being read), wait for its thread, and close the
+        descriptors opened to copy from the rank files."""
         self._cancelled = True
         if self._loader is not None:
             self._loader.join()
+        self.pages.close()
 
     # -- access -----------------------------------------------------------------------------
 
@@ -575,14 +578,6 @@ class MegatronSource:
                 fix="re-sync the tied embedding and output layer before saving",
             )
         self.release(rows)
-
-    def release(self, rows: Rows) -> None:
-        for p in rows.sources():
-            self.pages.release(p)
-
-    def prefetch(self, rows: Rows) -> None:
-        for p in rows.sources():
-            self.pages.prefetch(p)
 
     def describe(self) -> dict[str, Any]:
         return {
