@@ -113,11 +113,9 @@ def merge(
     replica (the conformance suite checks replicas in a test of their own).
 
     ``background=True`` reads the rank files after the first on a thread while the first
-    stages are written (see ``MegatronSource.open``). Off by default: unpickling holds the GIL,
-    and the writer thread, which goes back to Python after every 256 KB ``pwrite``, then wrote at
-    140-310 MB/s instead of 1.2 GB/s; a warm merge of the benchmark checkpoint took a median
-    2.34 s with it and 2.15 s without (5 alternating runs). It pays off once rank files are
-    read without the GIL.
+    stages are written (see ``MegatronSource.open``). Off by default: with the quick rank-file
+    reader only about 0.1 s of reading is left to hide, and a warm merge of the benchmark
+    checkpoint measured no faster with it (median 1.85 s against 1.76 s, 8 alternating runs).
 
     Example:
         >>> merge(Path("ckpt"), Path("hf"), vocab_size=50257)  # doctest: +SKIP
