@@ -14,13 +14,16 @@ write. This reader unpickles the same ``data.pkl`` with ``pickle.Unpickler``, wh
 - the caller's inert stand-in for Megatron's own classes (``stands_in``).
 
 Anything else (another global, a tensor with hooks or metadata, a persistent id that is not a
-storage, big-endian data, an archive it cannot parse) raises ``QuickLoadRefused``, and the
+storage, big-endian data, a compressed record, two records of one name, an archive it cannot
+parse) raises ``QuickLoadRefused``, and the
 caller reads the file with torch's ``weights_only`` unpickler, which refuses or loads it. No
 callable from the file, torch's rebuild functions included, is ever called.
 
 Selected tensors are then views of one read-only private mapping of the file, each at the data
 of the record its pickle names (``<archive>/data/<key>``), found through the archive's own
-directory: the record must be stored uncompressed and hold exactly the storage's bytes.
+directory: the record must be stored uncompressed and hold exactly the storage's bytes. A
+record that is missing or of another size, or a tensor running past its storage, is a
+``MalformedFileError`` naming the file and the key: the file is corrupt, whichever reader reads it.
 """
 
 from __future__ import annotations
@@ -280,10 +283,13 @@ def quick_load(
     size = path.stat().st_size
     try:
         with zipfile.ZipFile(path) as z:
-            records = {i.filename: i for i in z.infolist()}
+            infos = z.infolist()
+            records = {i.filename: i for i in infos}
+            if len(records) != len(infos):  # readers could disagree on which copy counts
+                raise QuickLoadRefused("two records of the same name")
             pickles = [n for n in records if n.endswith("/data.pkl") and n.count("/") == 1]
-            if len(pickles) != 1:
-                raise QuickLoadRefused("no single <archive>/data.pkl record")
+            if len(pickles) != 1 or records[pickles[0]].compress_type != zipfile.ZIP_STORED:
+                raise QuickLoadRefused("no single, stored <archive>/data.pkl record")
             prefix = pickles[0][: -len("data.pkl")]
             if prefix + "byteorder" in records and z.read(prefix + "byteorder") != b"little":
                 raise QuickLoadRefused("data not stored little-endian")

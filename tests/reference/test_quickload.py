@@ -176,3 +176,23 @@ def test_tensors_of_the_newer_dtypes_and_parameters_with_attributes(tmp_path):
     assert got["model"]["f8"].dtype == torch.float8_e4m3fn
     assert torch.equal(got["model"]["f8"].view(torch.uint8), f8.view(torch.uint8))
     assert got["model"]["u16"].dtype == torch.uint16 and got["model"]["u16"].tolist() == [1, 2, 3, 4]
+
+
+def test_an_archive_holding_a_record_twice_goes_to_torch(tmp_path):
+    """Two readers could each take another copy of the record; the quick one takes neither."""
+    records = saved(tmp_path / "ok.pt", {"model": {"w": torch.ones(4)}})
+    path = archive(tmp_path / "f.pt", records["ok/data.pkl"], {"0": records["ok/data/0"]})
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(path, "a") as z:
+        z.writestr("archive/data/0", b"\0" * 16)
+    with pytest.raises(QuickLoadRefused, match="two records of the same name"):
+        read(path)
+
+
+def test_a_compressed_pickle_goes_to_torch(tmp_path):
+    records = saved(tmp_path / "ok.pt", {"model": {"w": torch.ones(4)}})
+    path = tmp_path / "f.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", records["ok/data.pkl"], compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr("archive/data/0", records["ok/data/0"])
+    with pytest.raises(QuickLoadRefused, match="stored <archive>/data.pkl"):
+        read(path)
