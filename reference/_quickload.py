@@ -279,6 +279,8 @@ def quick_load(
 
     Raises:
         QuickLoadRefused: Anything this reader does not handle; read the file with torch instead.
+        MalformedFileError: A selected tensor's record is missing, of another size or misplaced,
+            or a tensor runs past its storage.
     """
     size = path.stat().st_size
     try:
