@@ -282,8 +282,8 @@ def quick_load(
         MalformedFileError: A selected tensor's record is missing, of another size or misplaced,
             or a tensor runs past its storage.
     """
-    size = path.stat().st_size
     try:
+        size = path.stat().st_size
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
             records = {i.filename: i for i in infos}

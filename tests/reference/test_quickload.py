@@ -196,3 +196,13 @@ def test_a_compressed_pickle_goes_to_torch(tmp_path):
         z.writestr("archive/data/0", records["ok/data/0"])
     with pytest.raises(QuickLoadRefused, match="stored <archive>/data.pkl"):
         read(path)
+
+
+def test_a_missing_or_unreadable_file_is_named(tmp_path):
+    with pytest.raises(QuickLoadRefused):
+        read(tmp_path / "absent.pt")
+    with pytest.raises(MalformedFileError, match="absent.pt"):
+        load_pt_mapped(tmp_path / "absent.pt", model_dicts)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(MalformedFileError, match="empty.pt"):
+        load_pt_mapped(tmp_path / "empty.pt", model_dicts)
