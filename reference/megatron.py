@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import torch
 
@@ -30,6 +30,8 @@ from .layout import RANK_FILE, CheckpointDir, find_checkpoint, interpret_rank_di
 from .rows import Rows
 from .spec import (
     IGNORED_SUFFIXES,
+    Fused,
+    ParamRule,
     Scope,
     Split,
     canonical_keys,
@@ -72,6 +74,28 @@ def _read_rank_file(file: Path, expect: LoadedPickle | None = None) -> LoadedPic
     the optimizer state's tensors stay on the meta device and are never mapped. ``expect``:
     another rank file of the checkpoint, whose foreign globals this one is tried with first."""
     return load_pt_mapped(file, _model_dicts, expect=None if expect is None else expect.stand_ins)
+
+
+# Fused QKV rows of one rank before checkpoint_version 2.0, as Megatron's
+# fix_query_key_value_ordering reads them (np heads on the rank, hn = kv_channels):
+#   0   -> [3, np, hn]: every query head, then every key head, then every value head
+#   1.0 -> [np, hn, 3]: q, k and v interleaved row by row within each head
+# Today's order is [np, 3, hn] (per head: q rows, k rows, v rows); there was no GQA before 2.0.
+_LEGACY_QKV_ORDERS: Final = (0.0, 1.0)
+
+
+def _qkv_rows_from_legacy(t: torch.Tensor, version: float, heads: int, head_dim: int) -> Rows:
+    """The rank's fused QKV rows in today's ``[np, 3, hn]`` order, as views of ``t``."""
+    rest = tuple(t.shape[1:])
+    if t.shape[0] != 3 * heads * head_dim:
+        return Rows.of(t)  # the shape check after merging names the contradiction
+    if version == 0.0:
+        grid = t.view(3, heads, head_dim, *rest)
+        pieces = [grid[s, h] for h in range(heads) for s in range(3)]
+    else:
+        grid = t.view(heads, head_dim, 3, *rest)
+        pieces = [grid[h, :, s] for h in range(heads) for s in range(3)]
+    return Rows((t.shape[0], *rest), t.dtype, tuple(pieces))
 
 
 def _namespace_dict(args: Any) -> dict[str, Any] | None:
@@ -329,13 +353,29 @@ class MegatronSource(InFileMappings):
 
     def _check_version(self, version: Any, file: Path) -> None:
         self.checkpoint_version = version
-        if version is not None and float(version) < 2.0:
+        if version is None or float(version) >= 2.0:
+            return
+        problem = None
+        if float(version) not in _LEGACY_QKV_ORDERS:
+            problem = f"checkpoint_version {version} is none Megatron wrote (0, 1.0, 2.0 and later)"
+        elif self.arch.num_query_groups != self.arch.num_attention_heads:
+            problem = f"checkpoint_version {version} predates grouped-query attention, but the args give it"
+        if problem is not None:
             raise LayoutError(
-                f"checkpoint_version {version} stores fused QKV in a pre-2.0 order",
+                problem,
                 path=file,
                 key="checkpoint_version",
-                fix="re-save with Megatron >= 2.0 (checkpoint_version 2.0 or newer)",
+                fix="re-save with Megatron >= 2.0, or correct the recorded checkpoint_version or args",
             )
+
+    def _shard_rows(self, rule: ParamRule, tensor: torch.Tensor, *, meta: bool) -> Rows:
+        """One rank's shard, its fused QKV rows in today's order if the checkpoint predates it."""
+        rows = Rows.of(tensor)
+        version = self.checkpoint_version
+        if rule.fused is Fused.QKV and version is not None and float(version) < 2.0 and tensor.dim() >= 1:
+            heads = self.arch.num_attention_heads // self.layout.tp
+            rows = _qkv_rows_from_legacy(tensor, float(version), heads, self.arch.kv_channels)
+        return rows.meta() if meta else rows
 
     def _model_chunks(self, state: Mapping[str, Any], file: Path) -> list[Mapping[str, Any]]:
         if "model" in state:
@@ -522,7 +562,6 @@ class MegatronSource(InFileMappings):
         rule, _, _ = rule_for(key)
         pieces = self._index.get(key, [])
         total = expected_shape(rule, self.arch)
-        conv = (lambda t: Rows.of(t.to("meta"))) if meta else Rows.of
         verify = self.verify and not meta
         expert_tp = self.layout.expert_tp if rule.scope is Scope.EXPERT else self.layout.tp
         by_ep: dict[int, list[_Piece]] = defaultdict(list)
@@ -531,7 +570,7 @@ class MegatronSource(InFileMappings):
         merged: Rows | None = None
         for ep, group in sorted(by_ep.items()):
             names = [f"{p.file}:{p.local_key}" for p in group]
-            shards = [conv(p.tensor) for p in group]
+            shards = [self._shard_rows(rule, p.tensor, meta=meta) for p in group]
             split_rule = rule
             if expert_tp == 1 and rule.scope is Scope.EXPERT and len(shards) > 1:
                 split_rule = dataclasses.replace(rule, split=Split.REPLICATED)

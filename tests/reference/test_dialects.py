@@ -163,3 +163,56 @@ def test_ep_only_rank_names_need_the_args(tmp_path):
     merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
     assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
     shutil.rmtree(tmp_path / "back")
+
+
+def to_qkv_order(t: torch.Tensor, version: float, heads: int, head_dim: int) -> torch.Tensor:
+    """A rank's fused QKV rows, from today's [np, 3, hn] into Megatron's pre-2.0 orders:
+    0 -> [3, np, hn], 1.0 -> [np, hn, 3] (see fix_query_key_value_ordering)."""
+    rest = t.shape[1:]
+    grid = t.reshape(heads, 3, head_dim, *rest)
+    grid = grid.transpose(0, 1) if version == 0 else grid.transpose(1, 2)
+    return grid.contiguous().reshape(t.shape)
+
+
+@pytest.mark.parametrize("version", [0, 1.0], ids=["v0", "v1.0"])
+@pytest.mark.parametrize("tp", [1, 2, 4])
+def test_pre_2_0_qkv_orders(tmp_path, version, tp):
+    """Checkpoints saved before checkpoint_version 2.0 hold fused QKV in another row order;
+    merged, they give the same model (GPT-2 style: QKV weight and bias)."""
+    arch = gpt2()
+    write_model(arch, tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=tp, fsync=False)
+    heads = arch.num_attention_heads // tp
+
+    def edit(name, state):
+        model = to_legacy(state["model"], tied_last_stage=False, old_names=True)
+        encoder = model["language_model"]["encoder"]
+        for key in [k for k in encoder if ".query_key_value." in k]:
+            encoder[key] = to_qkv_order(encoder[key], version, heads, arch.kv_channels)
+        state["model"], state["checkpoint_version"] = model, version
+
+    rewrite_all(tmp_path / "ckpt", edit)
+    merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
+    assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
+    reshard(tmp_path / "ckpt", tmp_path / "again", tp=2, fsync=False)  # Megatron -> Megatron, today's order
+    merge(tmp_path / "again", tmp_path / "back2", fsync=False)
+    assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back2"))
+
+
+@pytest.mark.parametrize(
+    "arch, version, message",
+    [
+        (llama(), 1.0, r"checkpoint_version 1.0 predates grouped-query attention"),
+        (gpt2(), 1.5, r"checkpoint_version 1.5 is none Megatron wrote"),
+    ],
+    ids=["gqa-before-2.0", "unknown-version"],
+)
+def test_pre_2_0_checkpoints_that_cannot_be_read_are_refused(tmp_path, arch, version, message):
+    from vla_reference import LayoutError
+
+    write_model(arch, tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, fsync=False)
+    rewrite_all(tmp_path / "ckpt", lambda name, s: s.__setitem__("checkpoint_version", version))
+    with pytest.raises(LayoutError, match=message + r".*mp_rank_00.*:checkpoint_version\]"):
+        merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
+    assert not (tmp_path / "back").exists()
