@@ -25,7 +25,7 @@ from ._pages import FileMappings
 from ._safeload import LoadedPickle, Opaque, load_pt_mapped
 from ._sourcebase import InFileMappings
 from .arch import HYPERPARAMETER_ARGS, Arch, Layout, arch_from_args, layout_from_args
-from .errors import LayoutError, MalformedFileError, ShardMismatchError
+from .errors import LayoutError, MalformedFileError, ShardMismatchError, UnsupportedModelError
 from .layout import RANK_FILE, CheckpointDir, find_checkpoint, interpret_rank_dirs, read_json
 from .rows import Rows
 from .spec import (
@@ -259,6 +259,14 @@ class MegatronSource(InFileMappings):
         raw, args_file = resolve_args(loaded, first if loaded else None, ckpt.arguments_json)
         layout = layout_from_args(raw, source=args_file)
         arch = arch_from_args(raw, source=args_file, vocab_size=vocab_size)
+        if arch.num_experts and layout.etp not in (None, 1, layout.tp):
+            raise UnsupportedModelError(
+                f"expert_tensor_parallel_size {layout.etp} with TP={layout.tp}: the experts are split over "
+                "other ranks than the dense layers; only ETP equal to TP, or 1, is read",
+                path=args_file,
+                key="expert_tensor_parallel_size",
+                fix="reshard the checkpoint with ETP=TP (or 1) in Megatron, or save it in torch_dist format",
+            )
         src = cls(ckpt, arch, layout, raw, args_file, verify)
         ranks = interpret_rank_dirs(ckpt, layout)
         stages: dict[int, list[tuple[tuple[int, int, int], Path]]] = defaultdict(list)

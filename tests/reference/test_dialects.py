@@ -165,6 +165,46 @@ def test_ep_only_rank_names_need_the_args(tmp_path):
     shutil.rmtree(tmp_path / "back")
 
 
+def set_expert_tp(root, etp, experts_from=None):
+    """Record expert_tensor_parallel_size; with ``experts_from`` (the same model at TP=1), every
+    TP rank holds its EP rank's experts whole, as Megatron saves them with ETP=1."""
+    for f in sorted(root.glob("release/*/model_optim_rng.pt")):
+        state = torch.load(f, weights_only=True)
+        state["args"]["expert_tensor_parallel_size"] = etp
+        if experts_from is not None:
+            ep = f.parent.name.rsplit("_", 1)[1]
+            whole = torch.load(experts_from / f"release/mp_rank_00_{ep}/model_optim_rng.pt", weights_only=True)
+            for key in [k for k in state["model"] if ".mlp.experts." in k]:
+                state["model"][key] = whole["model"][key]
+        torch.save(state, f)
+    args = json.loads((root / "release/arguments.json").read_text())
+    args["expert_tensor_parallel_size"] = etp
+    (root / "release/arguments.json").write_text(json.dumps(args))
+
+
+def test_experts_not_split_over_tp(tmp_path):
+    """ETP=1: the dense layers split over TP=2, every TP rank holding its experts whole."""
+    write_model(moe(num_layers=2), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, ep=2, fsync=False)
+    reshard(tmp_path / "hf", tmp_path / "tp1", tp=1, ep=2, fsync=False)
+    set_expert_tp(tmp_path / "ckpt", 1, experts_from=tmp_path / "tp1")
+    merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
+    assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
+
+
+def test_other_expert_tp_sizes_are_refused_naming_the_argument(tmp_path):
+    from vla_reference import UnsupportedModelError
+
+    write_model(moe(num_layers=2), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, ep=2, fsync=False)
+    set_expert_tp(tmp_path / "ckpt", 4)
+    with pytest.raises(
+        UnsupportedModelError, match=r"expert_tensor_parallel_size 4 with TP=2.*:expert_tensor_parallel_size\]"
+    ):
+        merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
+    assert not (tmp_path / "back").exists()
+
+
 def to_qkv_order(t: torch.Tensor, version: float, heads: int, head_dim: int) -> torch.Tensor:
     """A rank's fused QKV rows, from today's [np, 3, hn] into Megatron's pre-2.0 orders:
     0 -> [3, np, hn], 1.0 -> [np, hn, 3] (see fix_query_key_value_ordering)."""
