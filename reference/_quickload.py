@@ -36,6 +36,7 @@ import types
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -140,6 +141,23 @@ class _StorageRef:
         raise QuickLoadRefused(f"the pickle sets {name} on a storage")
 
 
+@dataclass(frozen=True, slots=True)
+class _Rebuilt:
+    """A tensor as its constructor checked it: a later BUILD (``Tensor.__setstate__``) could
+    ``set_`` the meta tensor to another geometry, so the mapped view is made from this."""
+
+    tensor: torch.Tensor
+    storage: _Storage
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+
+    def unchanged(self) -> bool:
+        t = self.tensor
+        return (tuple(t.shape), t.stride(), t.dtype, t.storage_offset()) == (self.size, self.stride, self.dtype, 0)
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, path: Path, file: BinaryIO, prefix: str, stands_in: Callable[[str], bool], opaque: type) -> None:
         super().__init__(file, fix_imports=False, encoding="utf-8")
@@ -149,9 +167,9 @@ class _Unpickler(pickle.Unpickler):
         self._opaque = opaque
         self.stand_ins: set[str] = set()
         self.storages: dict[str, _Storage] = {}
-        # id(meta tensor) -> it, its storage, its offset there. A meta tensor gets no storage of
-        # its own (about 10 us less each; a rank file holds ~300, mostly optimizer state).
-        self.tensors: dict[int, tuple[torch.Tensor, _Storage, int]] = {}
+        # id(meta tensor) -> how it was rebuilt. A meta tensor gets no storage of its own
+        # (about 10 us less each; a rank file holds ~300, mostly optimizer state).
+        self.tensors: dict[int, _Rebuilt] = {}
         self._globals: dict[tuple[str, str], Any] = {
             ("torch._utils", "_rebuild_tensor_v2"): _Constructor(self._rebuild_tensor),
             ("torch._utils", "_rebuild_tensor_v3"): _Constructor(self._rebuild_tensor_v3),
@@ -238,14 +256,15 @@ class _Unpickler(pickle.Unpickler):
                 fix="re-copy the file; it is not what torch.save wrote",
             )
         t = torch.empty_strided(size, stride, dtype=dtype, device="meta")
-        self.tensors[id(t)] = (t, storage.storage, offset)
+        self.tensors[id(t)] = _Rebuilt(t, storage.storage, offset, tuple(size), tuple(stride), dtype)
         return t
 
     def _rebuild_parameter(self, data: Any, requires_grad: Any, hooks: Any, state: Any = None) -> torch.Tensor:
         # _rebuild_parameter(data, requires_grad, hooks) and, for a parameter carrying attributes
         # (Megatron's tensor_model_parallel, partition_dim...), ..._with_state(..., state): the
         # state is already unpickled into inert values, and a tensor does not need it.
-        if not (isinstance(data, torch.Tensor) and id(data) in self.tensors and isinstance(hooks, Mapping)):
+        rebuilt = self.tensors.get(id(data))
+        if not (rebuilt is not None and rebuilt.tensor is data and isinstance(hooks, Mapping)):
             raise QuickLoadRefused("a parameter that is not a plain tensor")
         if hooks:
             raise QuickLoadRefused("a parameter with hooks")
@@ -304,7 +323,7 @@ def quick_load(
         raise QuickLoadRefused(f"{type(e).__name__}: {e}") from e
     try:
         _map(path, size, select(obj), unpickler.tensors, records, prefix)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # RuntimeError: torch refusing a view it should not be asked for
         raise QuickLoadRefused(f"cannot map {path}: {e}") from e
     return obj, stand_ins
 
@@ -313,7 +332,7 @@ def _map(
     path: Path,
     size: int,
     dicts: list[dict[str, Any]],
-    tensors: Mapping[int, tuple[torch.Tensor, _Storage, int]],
+    tensors: Mapping[int, _Rebuilt],
     records: Mapping[str, zipfile.ZipInfo],
     prefix: str,
 ) -> None:
@@ -326,17 +345,19 @@ def _map(
                     raise QuickLoadRefused(f"{key} is a bare storage")
                 if not isinstance(t, torch.Tensor):
                     continue
-                entry = tensors.get(id(t))
-                if entry is None or entry[0] is not t:
+                rebuilt = tensors.get(id(t))
+                if rebuilt is None or rebuilt.tensor is not t:
                     raise QuickLoadRefused(f"{key} is not a tensor of this archive")
-                _, record, offset = entry
+                if not rebuilt.unchanged():
+                    raise QuickLoadRefused(f"{key} was changed after it was rebuilt")
+                record = rebuilt.storage
                 start = starts.get(record.key)
                 if start is None:
                     start = starts[record.key] = _data_start(
                         path, f, records, prefix + "data/" + record.key, record.nbytes, size, key
                     )
-                view = torch.empty(0, dtype=t.dtype)
-                view.set_(storage[start : start + record.nbytes], offset, t.shape, t.stride())
+                view = torch.empty(0, dtype=rebuilt.dtype)
+                view.set_(storage[start : start + record.nbytes], rebuilt.offset, rebuilt.size, rebuilt.stride)
                 d[key] = view
 
 
