@@ -8,22 +8,24 @@ write. This reader unpickles the same ``data.pkl`` with ``pickle.Unpickler``, wh
 - its own constructors, which build meta tensors from checked numbers
   (``torch._utils._rebuild_tensor_v2``/``_v3``, ``_rebuild_parameter[_with_state]``; no hooks);
 - values and types that run nothing of the file's: torch dtypes, the legacy storage types (as
-  tokens naming a dtype), ``torch.Size``, ``collections.OrderedDict``, ``io.BytesIO``, and
+  tokens naming a dtype), ``torch.Size``, ``collections.OrderedDict``, ``io.BytesIO``,
+  ``_codecs.encode`` for latin-1 only (how protocol 2 pickles ``bytes``), and
   ``argparse.Namespace`` / ``types.SimpleNamespace`` as subclasses whose attributes cannot be
   set from the pickle;
 - the caller's inert stand-in for Megatron's own classes (``stands_in``).
 
 Anything else (another global, a tensor with hooks or metadata, a persistent id that is not a
-storage, big-endian data, a compressed record, two records of one name, an archive it cannot
-parse) raises ``QuickLoadRefused``, and the
-caller reads the file with torch's ``weights_only`` unpickler, which refuses or loads it. No
-callable from the file, torch's rebuild functions included, is ever called.
+storage, a tensor changed by a BUILD after it was rebuilt, big-endian data, a compressed
+record, two records of one name, an archive it cannot parse) raises ``QuickLoadRefused``, and
+the caller reads the file with torch's ``weights_only`` unpickler, which refuses or loads it.
+No callable from the file, torch's rebuild functions included, is ever called.
 
-Selected tensors are then views of one read-only private mapping of the file, each at the data
-of the record its pickle names (``<archive>/data/<key>``), found through the archive's own
-directory: the record must be stored uncompressed and hold exactly the storage's bytes. A
-record that is missing or of another size, or a tensor running past its storage, is a
-``MalformedFileError`` naming the file and the key: the file is corrupt, whichever reader reads it.
+Selected tensors are then views of one private (copy-on-write, never written) mapping of the
+file, each at the data of the record its pickle names (``<archive>/data/<key>``), found through
+the archive's own directory: the record must be stored uncompressed and hold exactly the
+storage's bytes. A record that is missing or of another size, or a tensor running past its
+storage, is a ``MalformedFileError`` naming the file and the key: the file is corrupt,
+whichever reader reads it.
 """
 
 from __future__ import annotations
