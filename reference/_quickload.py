@@ -98,8 +98,9 @@ class _StorageType:
         raise QuickLoadRefused(f"the pickle sets {name} on a storage type")
 
 
-# torch.save names a storage by its legacy typed class (torch.BFloat16Storage), or as
-# torch.storage.UntypedStorage (bytes) for the dtypes without one.
+# torch.save names a storage by its legacy typed class (torch.BFloat16Storage; older torch
+# versions named a GPU tensor's torch.cuda.BFloat16Storage), or as torch.storage.UntypedStorage
+# (bytes) for the dtypes without one. The device is ignored: tensors are rebuilt on meta and mapped on the CPU.
 _STORAGE_DTYPES: Final[dict[str, torch.dtype]] = {
     "UntypedStorage": torch.uint8,
     "ByteStorage": torch.uint8,
@@ -192,7 +193,7 @@ class _Unpickler(pickle.Unpickler):
             return found
         if module == "torch" and name in _DTYPES:
             return _DTYPES[name]
-        if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
+        if module in ("torch", "torch.storage", "torch.cuda") and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         qualified = f"{module}.{name}"
         if self._stands_in(qualified):

@@ -226,9 +226,11 @@ class _StorageId:
 
 
 class _Pickler(pickle.Pickler):
+    storage_type, location = torch.FloatStorage, "cpu"
+
     def persistent_id(self, obj):
         if isinstance(obj, _StorageId):
-            return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel)
+            return ("storage", self.storage_type, obj.key, self.location, obj.numel)
         return None
 
 
@@ -247,3 +249,17 @@ def test_a_build_that_changes_a_tensor_after_it_was_checked_is_refused(tmp_path)
     except ReleaseError:
         return
     assert got.numel() * got.element_size() <= 64
+
+
+def test_gpu_tensors_saved_by_older_torch(tmp_path):
+    """Older torch versions named a GPU tensor's storage torch.cuda.FloatStorage, at "cuda:0"."""
+
+    class Old(_Pickler):
+        storage_type, location = torch.cuda.FloatStorage, "cuda:0"
+
+    buf = io.BytesIO()
+    Old(buf, protocol=2).dump({"model": {"w": _Tensor("0", 4, (4,))}})
+    data = torch.arange(4, dtype=torch.float32)
+    path = archive(tmp_path / "f.pt", buf.getvalue(), {"0": data.numpy().tobytes()})
+    got, _ = read(path)
+    assert got["model"]["w"].device.type == "cpu" and torch.equal(got["model"]["w"], data)
