@@ -543,6 +543,31 @@ class _Sampler(threading.Thread):
                 self.peak[k] = max(self.peak[k], s.get(k, 0))
 
 
+def _floor_copy(src: int, data: memoryview, off: int, n: int, out: int, at: int, copying: bool) -> bool:
+    """Bytes ``off:off+n`` of ``src`` (mapped as ``data``) to ``out`` at ``at``: copy_file_range
+    while ``copying``, else (and for whatever it left) 256 KB writes. Returns whether copying works."""
+    done = 0
+    while copying and done < n:
+        try:
+            c = os.copy_file_range(src, out, min(n - done, FLOOR_COPY_BYTES), off + done, at + done)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            copying = False
+            break
+        if c <= 0:
+            break
+        done += c
+    for start in range(off + done, off + n, FLOOR_WRITE_BYTES):
+        view = data[start : min(start + FLOOR_WRITE_BYTES, off + n)]
+        pos = at + start - off
+        while view:
+            w = os.pwrite(out, view, pos)
+            view, pos = view[w:], pos + w
+        del view
+    return copying
+
+
 def copy_ranges(sources: list[tuple[str, list[tuple[int, int]]]], outputs: list[tuple[str, int]], fsync: bool) -> None:
     """The floor: stream the byte ranges of ``sources`` into new files of the given sizes.
 
@@ -583,27 +608,7 @@ def copy_ranges(sources: list[tuple[str, list[tuple[int, int]]]], outputs: list[
                             written.append(out_path)
                             at = 0
                         k = min(n, left)
-                        done = 0
-                        while copying and done < k:
-                            try:
-                                c = os.copy_file_range(
-                                    f.fileno(), out.fileno(), min(k - done, FLOOR_COPY_BYTES), off + done, at + done
-                                )
-                            except OSError as e:
-                                if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                                    raise
-                                copying = False
-                                break
-                            if c <= 0:
-                                break
-                            done += c
-                        for start in range(off + done, off + k, FLOOR_WRITE_BYTES):
-                            view = data[start : min(start + FLOOR_WRITE_BYTES, off + k)]
-                            pos = at + start - off
-                            while view:
-                                w = os.pwrite(out.fileno(), view, pos)
-                                view, pos = view[w:], pos + w
-                            del view
+                        copying = _floor_copy(f.fileno(), data, off, k, out.fileno(), at, copying)
                         off, n, left, at = off + k, n - k, left - k, at + k
             finally:
                 data.release()

@@ -143,7 +143,7 @@ class Writer:
         this process; the rest, and everything where the kernel or filesystem cannot copy, goes
         out with ``pwrite``.
         """
-        copying = source is not None and hasattr(os, "copy_file_range")
+        copy_from = source if hasattr(os, "copy_file_range") else None
         free: queue.Queue[torch.Tensor] = queue.Queue()
         for _ in range(depth):
             free.put(torch.empty(CHUNK_BYTES, dtype=torch.uint8))
@@ -151,7 +151,7 @@ class Writer:
         failed: list[BaseException] = []
 
         def writer() -> None:
-            nonlocal copying
+            nonlocal copy_from
             while (item := work.get()) is not None:
                 if callable(item):
                     if not failed:
@@ -164,8 +164,9 @@ class Writer:
                 if not failed:
                     try:
                         done = 0
-                        if copying and buf is None and source is not None and (where := source(chunk)):
-                            done, copying = _copy_range(*where, fd, offset, len(chunk))
+                        if buf is None and copy_from is not None and (where := copy_from(chunk)):
+                            done, works = _copy_range(*where, fd, offset, len(chunk))
+                            copy_from = copy_from if works else None  # this kernel or filesystem cannot
                         _pwrite_all(fd, chunk[done:], offset + done)
                     except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
                         failed.append(e)

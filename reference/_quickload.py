@@ -46,7 +46,7 @@ import torch
 
 from .errors import MalformedFileError, ReleaseError
 
-__all__ = ["QuickLoadRefused", "quick_load"]
+__all__ = ["QuickLoadRefused", "quick_load", "file_view", "local_header"]
 
 
 class QuickLoadRefused(Exception):
@@ -359,9 +359,35 @@ def _map(
                     start = starts[record.key] = _data_start(
                         path, f, records, prefix + "data/" + record.key, record.nbytes, size, key
                     )
-                view = torch.empty(0, dtype=rebuilt.dtype)
-                view.set_(storage[start : start + record.nbytes], rebuilt.offset, rebuilt.size, rebuilt.stride)
-                d[key] = view
+                d[key] = file_view(
+                    storage, start, record.nbytes, rebuilt.dtype, rebuilt.offset, rebuilt.size, rebuilt.stride
+                )
+
+
+def file_view(
+    file: Any,  # torch.UntypedStorage.from_file(path)
+    start: int,
+    nbytes: int,
+    dtype: torch.dtype,
+    offset: int,
+    size: tuple[int, ...],
+    stride: tuple[int, ...],
+) -> torch.Tensor:
+    """A tensor over bytes ``start:start+nbytes`` of a mapped file (``offset`` in elements);
+    torch refuses (RuntimeError) a geometry that runs past those bytes."""
+    view = torch.empty(0, dtype=dtype)
+    return view.set_(file[start : start + nbytes], offset, size, stride)
+
+
+def local_header(f: BinaryIO, info: zipfile.ZipInfo) -> tuple[bytes, int] | None:
+    """The record name a zip local header holds, and where the record's data starts; None if
+    there is no local header where the archive directory puts ``info``."""
+    f.seek(info.header_offset)
+    header = f.read(30)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        return None
+    name_len, extra_len = struct.unpack_from("<HH", header, 26)
+    return f.read(name_len), info.header_offset + 30 + name_len + extra_len
 
 
 def _data_start(
@@ -381,18 +407,12 @@ def _data_start(
         problem = f"its storage record {name} is missing"
     elif info.file_size != nbytes:
         problem = f"its storage record {name} holds {info.file_size} bytes, the pickle needs {nbytes}"
+    elif (header := local_header(f, info)) is None:
+        problem = f"no local header where the archive directory puts {name}"
+    elif header[0] != info.orig_filename.encode():
+        problem = f"the local header of {name} names another record"
+    elif header[1] + nbytes > size:
+        problem = f"{name} runs past the end of the file"
     else:
-        f.seek(info.header_offset)
-        header = f.read(30)
-        if len(header) != 30 or header[:4] != b"PK\x03\x04":
-            problem = f"no local header where the archive directory puts {name}"
-        else:
-            name_len, extra_len = struct.unpack_from("<HH", header, 26)
-            start = info.header_offset + 30 + name_len + extra_len
-            if f.read(name_len) != info.orig_filename.encode():
-                problem = f"the local header of {name} names another record"
-            elif start + nbytes > size:
-                problem = f"{name} runs past the end of the file"
-            else:
-                return start
+        return header[1]
     raise MalformedFileError(problem, path=path, key=key, fix="re-copy the file; it is not what torch.save wrote")

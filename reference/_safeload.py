@@ -20,7 +20,6 @@ import argparse
 import bisect
 import io
 import logging
-import struct
 import types
 import zipfile
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from typing import Any, BinaryIO, Final
 import torch
 from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
 
-from ._quickload import QuickLoadRefused, quick_load
+from ._quickload import QuickLoadRefused, file_view, local_header, quick_load
 from .errors import MalformedFileError, UnsafeCheckpointError
 
 __all__ = ["Opaque", "LoadedPickle", "load_pt", "load_pt_mapped"]
@@ -203,12 +202,12 @@ def _map_selected(path: Path, dicts: list[dict[str, Any]]) -> list[dict[str, tor
                 if verified.get(offset) != nbytes:
                     _check_record(f, records, starts, offset, nbytes, size)
                     verified[offset] = nbytes
-                view = torch.empty(0, dtype=t.dtype)
                 try:
-                    view.set_(storage[offset : offset + nbytes], t.storage_offset(), t.shape, t.stride())
+                    tensors[key] = file_view(
+                        storage, offset, nbytes, t.dtype, int(t.storage_offset()), tuple(t.shape), t.stride()
+                    )
                 except RuntimeError as e:  # sizes beyond the storage: let load_pt name the problem
                     raise _NotTorchLayout from e
-                tensors[key] = view
             out.append(tensors)
     return out
 
@@ -220,14 +219,11 @@ def _check_record(
     i = bisect.bisect_left(starts, offset) - 1
     if i < 0 or offset + nbytes > size:
         raise _NotTorchLayout
-    header_offset, info = records[i]
-    f.seek(header_offset)
-    header = f.read(30)
-    if len(header) != 30 or header[:4] != b"PK\x03\x04":
-        raise _NotTorchLayout
-    name_len, extra_len = struct.unpack_from("<HH", header, 26)
+    info = records[i][1]
+    header = local_header(f, info)
     if (
-        header_offset + 30 + name_len + extra_len != offset
+        header is None
+        or header[1] != offset
         or info.compress_type != zipfile.ZIP_STORED
         or info.file_size != nbytes
         or "/data/" not in info.filename

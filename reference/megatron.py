@@ -359,12 +359,18 @@ class MegatronSource(InFileMappings):
         self.layer_counts = {k: len(v) for k, v in counts.items()}
         self._check_keys()
 
+    @property
+    def _legacy_qkv_version(self) -> float | None:
+        """The checkpoint_version, if it predates today's fused QKV order (2.0)."""
+        version = self.checkpoint_version
+        return float(version) if version is not None and float(version) < 2.0 else None
+
     def _check_version(self, version: Any, file: Path) -> None:
         self.checkpoint_version = version
-        if version is None or float(version) >= 2.0:
+        if self._legacy_qkv_version is None:
             return
         problem = None
-        if float(version) not in _LEGACY_QKV_ORDERS:
+        if self._legacy_qkv_version not in _LEGACY_QKV_ORDERS:
             problem = f"checkpoint_version {version} is none Megatron wrote (0, 1.0, 2.0 and later)"
         elif self.arch.num_query_groups != self.arch.num_attention_heads:
             problem = f"checkpoint_version {version} predates grouped-query attention, but the args give it"
@@ -379,10 +385,10 @@ class MegatronSource(InFileMappings):
     def _shard_rows(self, rule: ParamRule, tensor: torch.Tensor, *, meta: bool) -> Rows:
         """One rank's shard, its fused QKV rows in today's order if the checkpoint predates it."""
         rows = Rows.of(tensor)
-        version = self.checkpoint_version
-        if rule.fused is Fused.QKV and version is not None and float(version) < 2.0 and tensor.dim() >= 1:
+        version = self._legacy_qkv_version
+        if rule.fused is Fused.QKV and version is not None and tensor.dim() >= 1:
             heads = self.arch.num_attention_heads // self.layout.tp
-            rows = _qkv_rows_from_legacy(tensor, float(version), heads, self.arch.kv_channels)
+            rows = _qkv_rows_from_legacy(tensor, version, heads, self.arch.kv_channels)
         return rows.meta() if meta else rows
 
     def _model_chunks(self, state: Mapping[str, Any], file: Path) -> list[Mapping[str, Any]]:

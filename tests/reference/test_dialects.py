@@ -168,15 +168,16 @@ def test_ep_only_rank_names_need_the_args(tmp_path):
 def set_expert_tp(root, etp, experts_from=None):
     """Record expert_tensor_parallel_size; with ``experts_from`` (the same model at TP=1), every
     TP rank holds its EP rank's experts whole, as Megatron saves them with ETP=1."""
-    for f in sorted(root.glob("release/*/model_optim_rng.pt")):
-        state = torch.load(f, weights_only=True)
+
+    def edit(name, state):
         state["args"]["expert_tensor_parallel_size"] = etp
         if experts_from is not None:
-            ep = f.parent.name.rsplit("_", 1)[1]
+            ep = name.rsplit("_", 1)[1]
             whole = torch.load(experts_from / f"release/mp_rank_00_{ep}/model_optim_rng.pt", weights_only=True)
             for key in [k for k in state["model"] if ".mlp.experts." in k]:
                 state["model"][key] = whole["model"][key]
-        torch.save(state, f)
+
+    rewrite_all(root, edit)
     args = json.loads((root / "release/arguments.json").read_text())
     args["expert_tensor_parallel_size"] = etp
     (root / "release/arguments.json").write_text(json.dumps(args))
