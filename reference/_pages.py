@@ -74,8 +74,7 @@ class FileMappings:
         self._fds: dict[str, int | None] = {}  # path -> descriptor; None: not the mapped file
         self._closer = weakref.finalize(self, _close_all, self._fds)
         self._libc = _libc()
-        self._pending: list[tuple[int, int]] = []
-        self._pending_bytes = 0
+        self._local = threading.local()  # each thread's queued ranges, given back by that thread
 
     def register_range(self, start: int, length: int, file: _MappedFile | None = None) -> None:
         with self._lock:
@@ -157,20 +156,30 @@ class FileMappings:
 
         Ranges are queued and given back together once ``BATCH_BYTES`` have gathered, adjacent
         ranges as one call: each ``madvise`` flushes the TLB of every core running one of our
-        threads, which costs far more per call than per page. The mappings must outlive the
-        queue (they do: a source keeps them open while it is used), so nothing is advised after
-        its file is closed.
+        threads, which costs far more per call than per page. Each thread queues and gives back
+        its own ranges, so a thread that only queues cheap ones (never touched) never pays for
+        another's. The mappings must outlive the queue (they do: a source keeps them open while
+        it is used), so nothing is advised after its file is closed.
         """
         span = self._range(tensor)
         if span is not None:
-            self._pending.append(span)
-            self._pending_bytes += span[1] - span[0]
-            if self._pending_bytes >= BATCH_BYTES:
+            pending = self._queue()
+            pending.append(span)
+            self._local.bytes += span[1] - span[0]
+            if self._local.bytes >= BATCH_BYTES:
                 self.flush()
 
+    def _queue(self) -> list[tuple[int, int]]:
+        pending: list[tuple[int, int]] | None = getattr(self._local, "pending", None)
+        if pending is None:
+            pending = self._local.pending = []
+            self._local.bytes = 0
+        return pending
+
     def flush(self) -> None:
-        """Give back every queued range now."""
-        pending, self._pending, self._pending_bytes = sorted(self._pending), [], 0
+        """Give back every range this thread queued, now."""
+        pending = sorted(self._queue())
+        self._local.pending, self._local.bytes = [], 0
         merged: list[list[int]] = []
         for start, end in pending:
             if merged and start <= merged[-1][1]:

@@ -22,7 +22,7 @@ class OwnedMemory(ReadUpFront):
     """A source whose tensors live in memory it owns (freed with the ``Rows``), not in file
     mappings: no pages to give back after a write, none to read ahead."""
 
-    def release(self, rows: Rows) -> None:
+    def release(self, rows: Rows, *, copied: bool | None = None) -> None:
         return None
 
     def prefetch(self, rows: Rows) -> None:
@@ -38,8 +38,8 @@ class InFileMappings:
 
     pages: FileMappings
 
-    def release(self, rows: Rows) -> None:
-        for p in rows.sources():
+    def release(self, rows: Rows, *, copied: bool | None = None) -> None:
+        for p in rows.sources(copied=copied):
             self.pages.release(p)
 
     def prefetch(self, rows: Rows) -> None:

@@ -40,7 +40,9 @@ class Source(Protocol):
 
     def get(self, key: str, *, meta: bool = False) -> Rows: ...
 
-    def release(self, rows: Rows) -> None: ...
+    def release(self, rows: Rows, *, copied: bool | None = None) -> None:
+        """Give back the pages under ``rows``' shard views (``Rows.sources`` says which)."""
+        ...
 
     def prefetch(self, rows: Rows) -> None: ...
 
@@ -218,7 +220,13 @@ def _items(
     progress: Callable[[int], None],
 ) -> Iterator[tuple[int, Rows] | Callable[[], None]]:
     """What ``Writer.stream`` writes for one file: every tensor at its offset, then (once its
-    bytes are out) a step that gives the source pages back and counts progress."""
+    bytes are out) a step that gives the source pages back and counts progress.
+
+    The pages of joined and strided pieces are read here, on the calling thread, while their
+    blocks are copied: they are given back here too, as soon as the unit's last block is made,
+    so the writer thread (which bounds the whole merge) spends no time unmapping them. It gives
+    back only the pieces it writes as they are: none was mapped in where it copies file to file.
+    """
 
     def make(u: _Unit) -> list[tuple[str, Rows]]:
         produced = list(zip(u.names, _produce(src, family, u), strict=True))
@@ -236,10 +244,12 @@ def _items(
                     raise _PlanChanged(name)
                 raise ShardMismatchError(f"produced {rows.shape} {rows.dtype}, planned {u.shapes} {u.dtype}", key=name)
             yield offsets[name], rows
+        for _, rows in produced:  # every block of the unit is made (Writer.stream asks for more)
+            src.release(rows, copied=True)
 
         def done(produced: list[tuple[str, Rows]] = produced, n: int = u.nbytes) -> None:
             for _, rows in produced:
-                src.release(rows)
+                src.release(rows, copied=False)
             progress(n)
 
         yield done

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeGuard
 
 import numpy as np
 import torch
@@ -114,6 +114,11 @@ def _as_numpy(t: torch.Tensor) -> np.ndarray:
     need (17% of perf samples during a merge here).
     """
     return t.view(_SAME_SIZE_INT[t.element_size()]).numpy()
+
+
+def _direct(p: Piece) -> TypeGuard[torch.Tensor]:
+    """Whether ``byte_blocks`` hands out the piece's own memory rather than a copy of it."""
+    return isinstance(p, torch.Tensor) and p.is_contiguous()
 
 
 def _cut(t: torch.Tensor) -> Iterator[memoryview]:
@@ -247,7 +252,7 @@ class Rows:
         for piece in self.pieces:
             if piece.numel() == 0:
                 continue
-            if isinstance(piece, torch.Tensor) and piece.is_contiguous():
+            if _direct(piece):
                 for chunk in _cut(piece):
                     yield chunk, None
                 continue
@@ -268,11 +273,17 @@ class Rows:
                     np.copyto(out, _as_numpy(block))
                 yield memoryview(buf[:n].numpy()), buf  # type: ignore[arg-type]  # ndarray is a buffer
 
-    def sources(self) -> list[torch.Tensor]:
-        """The tensors the bytes come from (shard views), for giving their pages back."""
+    def sources(self, *, copied: bool | None = None) -> list[torch.Tensor]:
+        """The tensors the bytes come from (shard views), for giving their pages back.
+
+        ``copied=True``: only those ``byte_blocks`` copies on the calling thread (joins, strided
+        slices), read once their blocks are made; ``False``: only those it hands out as they are,
+        read when (and if) the consumer writes them from memory.
+        """
         out: list[torch.Tensor] = []
         for p in self.pieces:
-            out.extend(p.sources() if isinstance(p, HCat) else [p])
+            if copied is None or copied != _direct(p):
+                out.extend(p.sources() if isinstance(p, HCat) else [p])
         return out
 
     def equal(self, other: Rows) -> bool:

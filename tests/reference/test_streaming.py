@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -194,6 +196,73 @@ def test_released_pages_are_given_back_in_batches(tmp_path, monkeypatch):
     pages.release(views[2])  # 3 MiB queued: one call gives back all three
     assert _mapped_rss_kb(tmp_path / "w.safetensors") <= resident - 3 * 1024 + 8
     assert torch.equal(views[0], torch.zeros(1 << 18))  # refaulted from the file, not zeroed memory
+
+
+# Why skip: as above, the pages given back are observed in /proc/self/smaps (Linux only).
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc/self/smaps")
+def test_each_thread_gives_back_the_ranges_it_queued(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from vla_reference import _pages
+    from vla_reference.safetensors_io import SafetensorsFile
+
+    monkeypatch.setattr(_pages, "BATCH_BYTES", 3 << 20)
+    save_file({f"t{i}": torch.full((1 << 18,), float(i)) for i in range(2)}, tmp_path / "w.safetensors")
+    file = tmp_path / "w.safetensors"
+    pages = _pages.FileMappings()
+    st = SafetensorsFile(file, pages)
+    views = [st.tensor(f"t{i}") for i in range(2)]
+    assert all(float(v.sum()) == i * (1 << 18) for i, v in enumerate(views))  # every page touched
+    resident = _mapped_rss_kb(file)
+    with ThreadPoolExecutor(1) as other:  # one thread, kept alive between the calls
+        other.submit(pages.release, views[0]).result()
+        pages.release(views[1])
+        pages.flush()  # this thread's queue only: view 1
+        after_own = _mapped_rss_kb(file)
+        assert resident - 1024 - 8 <= after_own <= resident - 1024 + 8  # 1 MiB given back, view 0 still mapped
+        other.submit(pages.flush).result()
+    assert _mapped_rss_kb(file) <= after_own - 1024 + 8  # the other thread gave back its own
+    assert torch.equal(views[0], torch.zeros(1 << 18))
+
+
+def test_sources_split_into_copied_and_direct_as_byte_blocks_reads_them():
+    g = torch.Generator().manual_seed(3)
+    direct = torch.randn(4, 6, generator=g)
+    shards = [torch.randn(5, 3, generator=g) for _ in range(2)]
+    wide = torch.randn(3, 10, generator=g)
+    rows = Rows.cat([Rows.of(direct), Rows.hcat(shards), Rows.of(wide).columns(2, 8)])
+    ptrs = [t.data_ptr() for t in rows.sources()]
+    copied = [t.data_ptr() for t in rows.sources(copied=True)]
+    as_is = [t.data_ptr() for t in rows.sources(copied=False)]
+    assert as_is == [direct.data_ptr()]
+    assert copied == [shards[0].data_ptr(), shards[1].data_ptr(), wide[:, 2:8].data_ptr()]
+    assert sorted(copied + as_is) == sorted(ptrs)
+    # byte_blocks agrees: the direct piece is its own memory, the others come through scratch
+    blocks = list(rows.byte_blocks(lambda: torch.empty(1 << 10, dtype=torch.uint8), 1 << 10))
+    assert [buf is None for _, buf in blocks] == [True, False, False]
+    assert blocks[0][0].obj is not None and bytes(blocks[0][0]) == raw(direct)
+
+
+def test_merge_gives_back_copied_pages_on_the_calling_thread(tmp_path, monkeypatch):
+    from vla_reference import merge
+    from vla_reference._sourcebase import InFileMappings
+
+    write_model(llama(), tmp_path / "hf", dtype=torch.bfloat16)
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, fsync=False)  # row-parallel joins on merge
+    seen: list[tuple[str, bool | None, int]] = []
+    real = InFileMappings.release
+
+    def release(self, rows, *, copied=None):
+        seen.append((threading.current_thread().name, copied, len(rows.sources(copied=copied))))
+        real(self, rows, copied=copied)
+
+    monkeypatch.setattr(InFileMappings, "release", release)
+    merge(tmp_path / "ckpt", tmp_path / "merged", fsync=False)
+    me = threading.current_thread().name
+    assert {copied for name, copied, _ in seen if name == "vla-stream"} == {False}  # pieces written as they are
+    assert {copied for name, copied, _ in seen if name == me} == {True}  # joins and slices, read here
+    assert sum(n for name, _, n in seen if name == me) > 0  # TP=2: there were joins to give back
+    assert_same(hf_tensors(tmp_path / "merged"), hf_tensors(tmp_path / "hf"))
 
 
 def test_stream_writes_in_order_and_runs_steps_after_the_bytes_before_them(tmp_path):
