@@ -90,7 +90,7 @@ def load_pt(path: Path, *, meta: bool = False, expect: Sequence[str] | None = No
         UnsafeCheckpointError: The pickle names a global outside the allow-list.
         MalformedFileError: The file is truncated or not a torch checkpoint.
     """
-    if not zipfile.is_zipfile(path):
+    if not _is_zip(path):
         raise MalformedFileError(
             "not a torch zip checkpoint (truncated, corrupt, or saved with the legacy format)",
             path=path,
@@ -118,6 +118,15 @@ def load_pt(path: Path, *, meta: bool = False, expect: Sequence[str] | None = No
     except Exception as e:  # noqa: BLE001 - truncated data surfaces as RuntimeError
         raise MalformedFileError(f"cannot load checkpoint: {e}", path=path, fix="re-copy the file") from e
     return LoadedPickle(obj, stand_ins)
+
+
+def _is_zip(path: Path) -> bool:
+    """``zipfile.is_zipfile``, which raises ``BadZipFile`` itself on some corrupt end records
+    (a ZIP64 locator naming several disks, say) instead of answering False."""
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:
+        return False
 
 
 def _load_expecting(path: Path, meta: bool, expect: Sequence[str]) -> LoadedPickle | None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import struct
 import sys
 import types
+import zipfile
 
 import pytest
 import torch
@@ -62,6 +64,20 @@ def test_extra_rank_names_it(ckpt, tmp_path):
 def test_truncated_file_names_it(ckpt, tmp_path):
     f = rank_file(ckpt)
     f.write_bytes(f.read_bytes()[:4000])
+    with pytest.raises(MalformedFileError, match=r"mp_rank_01_001/model_optim_rng.pt"):
+        merge(ckpt, tmp_path / "out")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_zip_end_record_naming_several_disks_names_the_file(ckpt, tmp_path):
+    # zipfile.is_zipfile raises BadZipFile itself on such a ZIP64 locator instead of saying no
+    f = rank_file(ckpt)
+    data = bytearray(f.read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    data[end - 20 : end] = struct.pack("<4sIQI", b"PK\x06\x07", 0, 0, 2)
+    f.write_bytes(bytes(data))
+    with pytest.raises(zipfile.BadZipFile, match="multiple disks"):
+        zipfile.is_zipfile(f)  # the input this test is about
     with pytest.raises(MalformedFileError, match=r"mp_rank_01_001/model_optim_rng.pt"):
         merge(ckpt, tmp_path / "out")
     assert_nothing_written(tmp_path / "out")
