@@ -21,7 +21,7 @@ from .families import Family, arch_from_config, family_for_arch
 from .layout import read_json
 from .rows import Rows
 from .safetensors_io import SafetensorsFile, header_for
-from .spec import canonical_keys, rule_for
+from .spec import canonical_keys, expected_shape, rule_for
 
 __all__ = ["Source", "HFSource", "write_hf", "INDEX", "SINGLE"]
 
@@ -350,11 +350,28 @@ class HFSource(ReadUpFront, InFileMappings):
                 path=self.path,
                 fix="the config and the weights must describe the same model",
             )
+        for key in canonical_keys(self.arch):
+            self._check_shapes(key)
         for name in sorted(extras & present):
             t = self._where[name].tensor(name)
             if t.numel() and bool(t.any()):
                 raise UnsupportedModelError(
                     "this tensor must be zero to have a Megatron counterpart", path=self._where[name].path, key=name
+                )
+
+    def _check_shapes(self, key: str) -> None:
+        """Every Hugging Face tensor of ``key`` has the shape config.json gives it."""
+        rule, layer, expert = rule_for(key)
+        km, _, _ = self.family.map_for(key)
+        full = Rows.of(torch.empty(expected_shape(rule, self.arch), device="meta"))
+        for name, want in zip(km.hf_keys(layer, expert), km.codec.to_hf(self.arch, full), strict=True):
+            got = self._where[name].shape(name)
+            if tuple(got) != tuple(want.shape):
+                raise ShardMismatchError(
+                    f"shape {list(got)} contradicts config.json, which gives {list(want.shape)}",
+                    path=self._where[name].path,
+                    key=name,
+                    fix="the config and the weights must describe the same model",
                 )
 
     def keys(self) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import struct
 import sys
@@ -23,7 +24,7 @@ from vla_reference import (
     reshard,
 )
 
-from builders import llama, moe, write_model
+from builders import gpt2, llama, moe, write_model
 
 
 @pytest.fixture
@@ -219,6 +220,27 @@ def test_malformed_config_json(tmp_path):
     (tmp_path / "hf/config.json").write_text("{not json")
     with pytest.raises(MalformedFileError, match=r"config.json"):
         reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
+
+
+@pytest.mark.parametrize(
+    ("arch", "field", "value", "key"),
+    [
+        (llama, "num_key_value_heads", 4, "model.layers.0.self_attn.k_proj.weight"),
+        (llama, "intermediate_size", 48, "model.layers.0.mlp.gate_proj.weight"),
+        (gpt2, "n_inner", 48, "transformer.h.0.mlp.c_fc.weight"),  # Conv1D: [in, out]
+    ],
+    ids=["llama-kv-heads", "llama-ffn", "gpt2-ffn"],
+)
+def test_config_contradicting_the_tensors_names_file_and_key(tmp_path, arch, field, value, key):
+    write_model(arch(), tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf/config.json").read_text())
+    assert cfg[field] != value
+    cfg[field] = value
+    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
+    pattern = rf"shape \[.*\] contradicts config\.json, which gives \[.*model\.safetensors:{re.escape(key)}\]"
+    with pytest.raises(ShardMismatchError, match=pattern):
+        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
+    assert_nothing_written(tmp_path / "out")
 
 
 def test_truncated_safetensors(tmp_path):
