@@ -170,9 +170,64 @@ def read_dcp_metadata(path: Path) -> Metadata:
             path=path,
             fix="re-copy the file, or re-save the checkpoint with --ckpt-format torch_dist",
         )
+    _check_metadata_types(md, path)
     if getattr(md, "storage_meta", None) is None:
         md.storage_meta = StorageMeta()
     return md
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_dims(v: Any) -> bool:
+    return isinstance(v, tuple) and all(_is_int(n) for n in v)
+
+
+def _check_metadata_types(md: Metadata, path: Path) -> None:
+    """Every field the reader uses has the type DCP writes. An unpickled dataclass takes whatever
+    attributes its pickle sets, so a damaged file could otherwise fail later on a missing field.
+
+    Raises:
+        MalformedFileError: naming the entry whose field is missing or of another type.
+    """
+    for fqn, entry in md.state_dict_metadata.items():
+        problem = None
+        if not isinstance(fqn, str):
+            problem = "an entry's name is not a string"
+        elif isinstance(entry, TensorStorageMetadata):
+            properties, chunks = getattr(entry, "properties", None), getattr(entry, "chunks", None)
+            if not isinstance(getattr(properties, "dtype", None), torch.dtype):
+                problem = "its dtype is missing or not a torch dtype"
+            elif not _is_dims(getattr(entry, "size", None)):
+                problem = "its size is not a tuple of sizes"
+            elif not isinstance(chunks, list) or not all(
+                isinstance(c, ChunkStorageMetadata)
+                and _is_dims(getattr(c, "offsets", None))
+                and _is_dims(getattr(c, "sizes", None))
+                for c in chunks
+            ):
+                problem = "its chunks are not a list of offsets and sizes"
+        elif not isinstance(entry, BytesStorageMetadata):
+            problem = f"holds {type(entry).__name__}, neither tensor nor bytes metadata"
+        if problem:
+            raise MalformedFileError(problem, path=path, key=str(fqn), fix="re-copy the file")
+    for index, info in md.storage_data.items():
+        name, offset = getattr(index, "fqn", None), getattr(index, "offset", None)
+        if not (isinstance(index, MetadataIndex) and isinstance(name, str) and (offset is None or _is_dims(offset))):
+            raise MalformedFileError(f"storage entry {index!r} is malformed", path=path, fix="re-copy the file")
+        if not (
+            isinstance(info, _StorageInfo)
+            and isinstance(getattr(info, "relative_path", None), str)
+            and _is_int(getattr(info, "offset", None))
+            and _is_int(getattr(info, "length", None))
+        ):
+            raise MalformedFileError(
+                "its storage location is not a file name, offset and length",
+                path=path,
+                key=name,
+                fix="re-copy the file",
+            )
 
 
 class _Reader(FileSystemReader):
@@ -602,21 +657,16 @@ def _check_storage(iter_dir: Path, md: Metadata) -> None:
     """Every file a model entry points into: inside the directory, present, and long enough."""
     md_file = iter_dir / METADATA_FILE
     ends: dict[str, int] = {}
-    for index, info in md.storage_data.items():
-        fqn = getattr(index, "fqn", None)
-        if not isinstance(fqn, str) or not isinstance(info, _StorageInfo):
-            raise MalformedFileError(f"storage entry {index!r} is malformed", path=md_file)
+    for index, info in md.storage_data.items():  # of the types read_dcp_metadata checked
+        fqn = index.fqn
         if _never_read(fqn, md):
             continue
         name = info.relative_path
-        if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
             raise MalformedFileError(
                 f"storage file {name!r} is not a file name in the checkpoint directory", path=md_file, key=fqn
             )
-        offset, length = info.offset, info.length
-        if not (isinstance(offset, int) and isinstance(length, int) and offset >= 0 and length >= 0):
-            raise MalformedFileError(f"storage range {offset!r}+{length!r} is invalid", path=md_file, key=fqn)
-        ends[name] = max(ends.get(name, 0), offset + length)
+        ends[name] = max(ends.get(name, 0), info.offset + info.length)
     for name, end in sorted(ends.items()):
         file = iter_dir / name
         if not file.is_file():

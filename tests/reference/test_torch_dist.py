@@ -528,6 +528,46 @@ def test_malformed_metadata_names_it(ckpt, content, pattern):
         TorchDistSource.open(ckpt)
 
 
+def _drop(obj, name):
+    delattr(obj, name)  # what a pickle whose BUILD sets other attributes leaves
+
+
+NORM = "decoder.final_layernorm.weight"
+
+
+def _storage_of(md, fqn):
+    return next(info for index, info in md.storage_data.items() if index.fqn == fqn)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda md: _drop(_storage_of(md, NORM), "relative_path"), "storage location is not a file name"),
+        (lambda md: setattr(_storage_of(md, NORM), "offset", -4), "storage location is not a file name"),
+        (lambda md: setattr(md.state_dict_metadata[NORM], "size", "64"), "size is not a tuple of sizes"),
+        (lambda md: setattr(md.state_dict_metadata[NORM].properties, "dtype", "bf16"), "not a torch dtype"),
+        (lambda md: setattr(md.state_dict_metadata[NORM], "chunks", None), "chunks are not a list"),
+        (lambda md: setattr(md.state_dict_metadata[NORM].chunks[0], "offsets", [0]), "chunks are not a list"),
+        (lambda md: md.state_dict_metadata.update({NORM: 7}), "holds int, neither tensor nor bytes metadata"),
+    ],
+    ids=["no-file-name", "negative-offset", "size-a-string", "dtype-a-string", "no-chunks", "offsets-a-list", "int"],
+)
+def test_metadata_fields_of_another_type_name_the_entry(ckpt, edit, message):
+    md = read_metadata(ckpt / ITER_DIR)
+    edit(md)
+    (ckpt / ITER_DIR / ".metadata").write_bytes(pickle.dumps(md))
+    with pytest.raises(MalformedFileError, match=rf"{message}.* \[.*/\.metadata:{re.escape(NORM)}\]"):
+        TorchDistSource.open(ckpt)
+
+
+def test_metadata_storage_index_of_another_type_names_the_file(ckpt):
+    md = read_metadata(ckpt / ITER_DIR)
+    md.storage_data["x"] = next(iter(md.storage_data.values()))
+    (ckpt / ITER_DIR / ".metadata").write_bytes(pickle.dumps(md))
+    with pytest.raises(MalformedFileError, match=r"storage entry 'x' is malformed \[.*/\.metadata\]"):
+        TorchDistSource.open(ckpt)
+
+
 def test_missing_metadata_names_the_directory(ckpt):
     (ckpt / ITER_DIR / ".metadata").unlink()
     with pytest.raises(LayoutError, match=r"no \.metadata beside metadata\.json \[.*iter_0000007\]"):
