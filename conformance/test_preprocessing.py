@@ -17,7 +17,7 @@ from vla_reference.errors import ReleaseError
 from vla_reference.manifest import sha256_file
 from vla_reference.preprocessing_cases import CASES, SNAPSHOT_DIR, case_items, record, snapshot_file
 from vla_reference.release import Release
-from vla_reference.snapshot_format import compare, parse, serialize
+from vla_reference.snapshot_format import compare, load_snapshot, parse, serialize
 
 pytestmark = pytest.mark.preprocessing
 
@@ -97,12 +97,18 @@ def test_matches_snapshot(
     config = _processor_config(vla_model_dir)
     data = record(processor, case, version=vla_release.version, processor_config=config)
     recorded = snapshot_file(vla_release.root, case)
+    rel = recorded.relative_to(vla_release.root)
     updating = request.config.option.update_snapshots
     if recorded.is_file():
-        header, _ = parse(recorded.read_text())
-        differences = compare(serialize(data), recorded.read_text())
+        try:
+            text, header, _ = load_snapshot(recorded)
+        except ReleaseError as e:
+            unreadable = Findings("preprocessing snapshot", vla_release.root)
+            unreadable.add_error(e, "snapshot unreadable")
+            unreadable.check()
+            raise  # check() always fails here; for the type checker
+        differences = compare(serialize(data), text)
         if differences and not updating:
-            rel = recorded.relative_to(vla_release.root)
             pytest.fail(
                 f"preprocessing of {case} differs from the snapshot recorded for v{header.get('release_version')} "
                 f"[{rel}]:\n" + "\n".join(f"  - {d}" for d in differences) + "\nFix: restore the processor "
@@ -116,6 +122,12 @@ def test_matches_snapshot(
                 "(any preprocessing change is a new release), then --snapshot-update",
                 pytrace=False,
             )
+    elif not updating:
+        pytest.fail(
+            f"no snapshot recorded for {case} [{rel}]. Fix: record the release's snapshots with "
+            "pytest --vla-release=RELEASE --snapshot-update and ship them with it",
+            pytrace=False,
+        )
     assert data == snapshot(extension_class=extension_for(vla_release.root / SNAPSHOT_DIR))
 
 
@@ -136,11 +148,15 @@ def test_reproduces_baseline_snapshots(
                 fix="record the baseline's snapshots (pytest --vla-release=BASE --snapshot-update)",
             )
             continue
+        try:
+            text, _, want = load_snapshot(base)
+        except ReleaseError as e:
+            findings.add_error(e, "baseline snapshot unreadable")
+            continue
         ours = serialize(record(processor, case, version=vla_release.version, processor_config=config))
         _, got = parse(ours)
-        _, want = parse(base.read_text())
         if got != want:
-            detail = "; ".join(compare(ours, base.read_text())[:4]) or "bytes differ within tolerance"
+            detail = "; ".join(compare(ours, text)[:4]) or "bytes differ within tolerance"
             findings.add(
                 "preprocessing differs from the base release",
                 detail,

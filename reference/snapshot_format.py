@@ -17,15 +17,20 @@ where) and which processor config keys changed since the snapshot was recorded.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import torch
 
-__all__ = ["SnapshotData", "serialize", "parse", "compare", "SNAPSHOT_SUFFIX"]
+from .errors import MalformedFileError
+
+__all__ = ["SnapshotData", "serialize", "parse", "compare", "load_snapshot", "SNAPSHOT_SUFFIX"]
 
 SNAPSHOT_SUFFIX: Final = ".vla.txt"
 
@@ -116,6 +121,8 @@ def parse(text: str) -> tuple[dict[str, Any], dict[str, _Entry]]:
     if len(lines) < 2 or not lines[0].startswith("# pytest-vla"):
         raise ValueError("not a pytest-vla snapshot")
     header = json.loads(lines[1])
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
     entries: dict[str, _Entry] = {}
     i = 2
     while i < len(lines):
@@ -131,16 +138,44 @@ def parse(text: str) -> tuple[dict[str, Any], dict[str, _Entry]]:
         dtype, rest = rest.split(" ", 1)
         shape_text, _, tail = rest.partition("] ")
         shape = tuple(json.loads(shape_text + "]"))
+        if not all(type(n) is int and n >= 0 for n in shape):
+            raise ValueError(f"{name}: shape {list(shape)} is not a list of sizes")
         if tail == "exact":
             ints = tuple(int(x) for line in body for x in line.split())
+            _check_count(name, len(ints), shape)
             entries[name] = _Entry(name, "exact", dtype, shape, ints=ints)
         else:
             fields = dict(kv.split("=", 1) for kv in tail.split()[1:])
-            levels = base64.b64decode("".join(body))
+            levels = base64.b64decode("".join(body), validate=True)
+            _check_count(name, len(levels), shape)
             entries[name] = _Entry(
                 name, "q8", dtype, shape, levels=levels, lo=float(fields["lo"]), hi=float(fields["hi"])
             )
     return header, entries
+
+
+def _check_count(name: str, n: int, shape: tuple[int, ...]) -> None:
+    if n != math.prod(shape):
+        raise ValueError(f"{name}: {n} values recorded for shape {list(shape)}")
+
+
+def load_snapshot(path: Path) -> tuple[str, dict[str, Any], dict[str, _Entry]]:
+    """A recorded snapshot file: its text, header and entries.
+
+    Raises:
+        MalformedFileError: The file is not UTF-8 or not a well-formed snapshot (truncated,
+            edited, a value count that does not fit its shape), naming the file and the problem.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+        header, entries = parse(text)
+    except (ValueError, KeyError, IndexError, binascii.Error) as e:  # UnicodeDecodeError, JSONDecodeError too
+        raise MalformedFileError(
+            f"unreadable snapshot: {e}",
+            path=path,
+            fix="restore the file shipped with the release (release.json records its SHA-256)",
+        ) from e
+    return text, header, entries
 
 
 def _where(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -217,3 +217,43 @@ def test_processor_behaviour_change_fails_the_snapshots(name, golden_copy, run_s
             "processor config: unchanged since the snapshot was recorded"
             in run.failed[f"test_matches_snapshot[{case}]"]
         )
+
+
+def _drop_first_id(data: bytes) -> bytes:
+    first = re.search(rb"input_ids: int64 \[[^\]]*\] exact\n  (\S+ )", data)
+    assert first is not None
+    return data[: first.start(1)] + data[first.end(1) :]
+
+
+SNAPSHOT_DAMAGE = {
+    # cut mid-line (a copy that stopped early): the JSON header or an entry no longer parses
+    "truncated": (lambda b: b[: len(b) // 3], r"unreadable snapshot: "),
+    "not-utf8": (lambda b: b[:200] + b"\xa2" + b[201:], r"unreadable snapshot: 'utf-8' codec can't decode"),
+    # one value dropped from an exact entry: the count no longer fits the recorded shape
+    "value-dropped": (_drop_first_id, r"unreadable snapshot: input_ids: \d+ values recorded for shape \["),
+}
+
+
+@pytest.mark.parametrize("name", SNAPSHOT_DAMAGE)
+def test_damaged_snapshot_file_fails_its_case_naming_the_file(name, golden_copy, run_suite):
+    damage, pattern = SNAPSHOT_DAMAGE[name]
+    release = golden_copy("dense")
+    rel = "golden/preprocessing/test_preprocessing/test_matches_snapshot[ipa].vla.txt"
+    f = release / rel
+    f.write_bytes(damage(f.read_bytes()))
+    run = run_suite(release, "-m", "preprocessing")
+    assert list(run.failed) == ["test_matches_snapshot[ipa]"], sorted(run.failed)
+    text = run.failed["test_matches_snapshot[ipa]"]
+    assert re.search(pattern, text), text
+    assert f"[{rel}]" in text and "restore the file shipped with the release" in text
+    assert "Traceback" not in text and "\nE " not in text  # the check's message, not a raw error
+
+
+def test_missing_snapshot_fails_its_case_with_the_fix(golden_copy, run_suite):
+    release = golden_copy("dense")
+    rel = "golden/preprocessing/test_preprocessing/test_matches_snapshot[video].vla.txt"
+    (release / rel).unlink()
+    run = run_suite(release, "-m", "preprocessing")
+    assert list(run.failed) == ["test_matches_snapshot[video]"], sorted(run.failed)
+    text = run.failed["test_matches_snapshot[video]"]
+    assert f"no snapshot recorded for video [{rel}]" in text and "--snapshot-update" in text, text

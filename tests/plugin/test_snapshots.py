@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
 
 from pytest_vla.snapshots import SnapshotData, compare, parse, serialize
@@ -49,3 +52,31 @@ def test_changed_config_key_is_named():
 def test_missing_and_extra_outputs():
     diff = compare(snap(a=torch.ones(1)), snap(b=torch.ones(1)))
     assert "b: missing from the outputs" in diff and "a: not in the snapshot" in diff
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda t: t.replace("[3] exact\n  1 2 3", "[3] exact\n  1 2"), "ids: 2 values recorded for shape [3]"),
+        (lambda t: t.replace("[3] exact", "[-3] exact"), "ids: shape [-3] is not a list of sizes"),
+        (lambda t: t.replace("q8 lo=", "q8 low="), "'lo'"),
+        (lambda t: re.sub(r"(q8 lo=\S+ hi=\S+\n  )\S+", r"\1AAAA", t), "x: 3 values recorded for shape [2, 3]"),
+        (lambda t: re.sub(r"(q8 lo=\S+ hi=\S+\n  )\S", r"\1*", t), "Only base64 data is allowed"),
+        (lambda t: re.sub(r"snapshot\n\{.*\}\n", "snapshot\n[1]\n", t), "the header is not a JSON object"),
+    ],
+    ids=["value-missing", "negative-size", "range-key-renamed", "levels-cut", "levels-not-base64", "header-a-list"],
+)
+def test_damaged_snapshot_files_are_refused_naming_the_file(tmp_path, damage, message):
+    from vla_reference.errors import MalformedFileError
+    from vla_reference.snapshot_format import load_snapshot
+
+    text = snap(ids=torch.tensor([1, 2, 3]), x=torch.linspace(0.0, 1.0, 6).reshape(2, 3))
+    path = tmp_path / "case.vla.txt"
+    path.write_text(text)
+    assert load_snapshot(path)[1]["release_version"] == "1.0.0"  # the undamaged file reads
+    damaged = damage(text)
+    assert damaged != text
+    path.write_text(damaged)
+    pattern = rf"unreadable snapshot: .*{re.escape(message)}.*\[{re.escape(str(path))}\]"
+    with pytest.raises(MalformedFileError, match=pattern):
+        load_snapshot(path)
