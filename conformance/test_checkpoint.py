@@ -51,7 +51,7 @@ def test_replicated_tensors_identical(vla_release: Release, vla_checkpoint: Mega
 
 
 def _compare_dirs(findings: Findings, merged: Path, shipped: Path, what: str) -> None:
-    a, b = HFSource(merged), HFSource(shipped)
+    a, b = HFSource(merged), HFSource(shipped, check_shapes=False)  # shapes are compared below, with the fix
     names_a, names_b = set(a._where), set(b._where)
     for name in sorted(names_b - names_a):
         findings.add(
