@@ -3,7 +3,6 @@ recorded outputs on the golden inputs, and the configuration itself is sane."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any, Final
@@ -13,7 +12,8 @@ import torch
 
 from pytest_vla.findings import Findings
 from pytest_vla.snapshots import extension_for
-from vla_reference.errors import ReleaseError
+from vla_reference.errors import MalformedFileError, ReleaseError
+from vla_reference.layout import read_json
 from vla_reference.manifest import sha256_file
 from vla_reference.preprocessing_cases import CASES, SNAPSHOT_DIR, case_items, record, snapshot_file
 from vla_reference.release import Release
@@ -32,12 +32,33 @@ CONVENTIONS: Final[dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
 MODALITY_OF_TYPE: Final = {1: "image", 2: "video", 3: "audio", 4: "action", 5: "script", 6: "ipa"}
 
 
-def _processor_config(model_dir: Path) -> dict[str, Any]:
+def _need_processor_config(model_dir: Path) -> Path:
     path = model_dir / PROCESSOR_CONFIG
     if not path.is_file():
         # Why skip: a text-only release ships no processor config (docs/release-format.md, parts table).
         pytest.skip(f"no processor config at {path}")
-    return json.loads(path.read_text())
+    return path
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object; MalformedFileError naming it otherwise."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise MalformedFileError(f"holds a JSON {type(data).__name__}, not an object", path=path)
+    return data
+
+
+def _read_processor_config(model_dir: Path) -> dict[str, Any]:
+    return _read_object(_need_processor_config(model_dir))
+
+
+def _processor_config(model_dir: Path) -> dict[str, Any]:
+    """processor_config.json parsed, for the checks that read it; they skip when it is unreadable."""
+    try:
+        return _read_processor_config(model_dir)
+    except ReleaseError as e:
+        # Why skip: test_processor_loads fails on the unreadable file, naming it; one defect, one failure.
+        pytest.skip(f"processor_config.json is unreadable (reported by test_processor_loads): {e}")
 
 
 def _load(model_dir: Path) -> Any:
@@ -51,7 +72,7 @@ def _load(model_dir: Path) -> Any:
 @pytest.fixture(scope="module")
 def processor(vla_model_dir: Path) -> Any:
     """The reference processor configured from the release; skips if it cannot load (see test_processor_loads)."""
-    _processor_config(vla_model_dir)
+    _need_processor_config(vla_model_dir)
     try:
         return _load(vla_model_dir)
     except Exception as e:  # noqa: BLE001 - reported with its key by test_processor_loads
@@ -63,12 +84,17 @@ def test_processor_loads(vla_release: Release, vla_model_dir: Path) -> None:
     """AutoProcessor.from_pretrained(model/) gives the reference VLAProcessor; every config key is valid."""
     from vla_reference.processor import CodebookError
 
-    _processor_config(vla_model_dir)
     findings = Findings("processor config", vla_release.root)
+    try:
+        config = _read_processor_config(vla_model_dir)
+    except ReleaseError as e:
+        findings.add_error(e, "processor config unreadable")
+        findings.check()
+        raise  # check() failed above; for the type checker
     try:
         _load(vla_model_dir)
     except CodebookError as e:
-        if _codebook_problems(vla_model_dir, _processor_config(vla_model_dir), Findings("", vla_release.root)).items:
+        if _codebook_problems(vla_model_dir, config, Findings("", vla_release.root)).items:
             # Why skip: test_codebooks_match_their_sha256 fails on this, naming the file and digest.
             pytest.skip(f"a codebook does not match its SHA-256 (reported by test_codebooks_match_their_sha256): {e}")
         findings.add_error(e, "processor config invalid")
@@ -192,7 +218,7 @@ def test_config_round_trips(vla_release: Release, processor: Any, vla_model_dir:
 
 def test_config_hash_matches_manifest(vla_release: Release, vla_model_dir: Path) -> None:
     """processor_config.json is the file release.json recorded."""
-    _processor_config(vla_model_dir)
+    _need_processor_config(vla_model_dir)
     rel = f"model/{PROCESSOR_CONFIG}"
     findings = Findings("processor config vs release.json", vla_release.root)
     try:
@@ -394,7 +420,12 @@ def test_action_stats_agree(vla_release: Release, processor: Any, vla_model_dir:
     from vla_reference.processor import norm_stats_mismatches
 
     findings = Findings("action statistics", vla_release.root)
-    config = json.loads((vla_model_dir / "config.json").read_text())
+    try:
+        config = _read_object(vla_model_dir / "config.json")
+    except ReleaseError as e:
+        findings.add_error(e, "config.json unreadable")
+        findings.check()
+        raise  # check() failed above; for the type checker
     if "norm_stats" not in config and not processor.vla.actions.to_json().get("norm_stats"):
         # Why skip: action statistics exist only for action-producing models; none are declared here.
         pytest.skip("no action statistics in either config")

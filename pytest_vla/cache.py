@@ -52,10 +52,10 @@ class ArtefactCache:
         known: dict[str, str] = {}
         stat_file = self._stat_cache()
         if stat_file.is_file():
-            for line in stat_file.read_text().splitlines():
-                with contextlib.suppress(ValueError, KeyError):
+            for line in stat_file.read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError, KeyError, TypeError):  # a damaged line is recomputed
                     rec = json.loads(line)
-                    known[rec["stat"]] = rec["sha256"]
+                    known[str(rec["stat"])] = str(rec["sha256"])
         h = hashlib.sha256(f"pytest-vla {__version__}|{salt}".encode())  # artefacts depend on the converter
         fresh = []
         for top in paths:

@@ -257,3 +257,18 @@ def test_missing_snapshot_fails_its_case_with_the_fix(golden_copy, run_suite):
     assert list(run.failed) == ["test_matches_snapshot[video]"], sorted(run.failed)
     text = run.failed["test_matches_snapshot[video]"]
     assert f"no snapshot recorded for video [{rel}]" in text and "--snapshot-update" in text, text
+
+
+def test_unparsable_processor_config_fails_only_the_load_check(golden_copy, run_suite):
+    """One defect, one failure: the checks that read the config or use the processor skip."""
+    from vla_reference.manifest import write_manifest
+
+    release = golden_copy("dense")
+    path = release / "model/processor_config.json"
+    path.write_bytes(path.read_bytes()[:500])
+    write_manifest(release)  # as a release engineer would have: only the preprocessing checks can notice
+    run = run_suite(release, "-m", "preprocessing")
+    assert list(run.failed) == ["test_processor_loads"], sorted(run.failed)
+    text = run.failed["test_processor_loads"]
+    assert re.search(r"processor config unreadable: not valid JSON: .*\[model/processor_config\.json\]", text), text
+    assert "test_matches_snapshot[image_red]" in run.skipped
