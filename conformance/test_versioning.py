@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pytest_vla.findings import Findings
@@ -32,7 +34,7 @@ def _versions(release: Release, baseline: Release) -> tuple[Version, Version]:
     return old, new
 
 
-def test_version_is_strict_semver(vla_release: Release) -> None:
+def test_version_is_strict_semver(vla_release: Release, vla_manifest: dict[str, Any]) -> None:
     """release.json's version is strict SemVer 2.0.0 (MAJOR.MINOR.PATCH, no 'v', no leading zeros)."""
     findings = Findings("release version", vla_release.root)
     _version(vla_release, findings)

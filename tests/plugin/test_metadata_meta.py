@@ -479,3 +479,20 @@ def test_inference_only_release_skips_what_needs_the_checkpoint(golden_copy, run
         "test_launch_script_matches_training_args",
     }
     assert "no Megatron checkpoint" in run.skipped["test_release_config_matches_training_args"]
+
+
+@pytest.mark.parametrize("how", ["deleted", "not-json"])
+def test_unreadable_manifest_fails_one_check_in_the_whole_suite(how, golden_copy, run_suite):
+    """One defect, one failure: the checks of every area that read release.json skip, naming the one that fails."""
+    release = golden_copy("dense")
+    manifest = release / "release.json"
+    if how == "deleted":
+        manifest.unlink()
+    else:
+        manifest.write_text(manifest.read_text()[:300])
+    run = run_suite(release, *FAST)
+    assert list(run.failed) == ["test_manifest_entries_well_formed"], sorted(run.failed)
+    assert "release.json unreadable:" in run.failed["test_manifest_entries_well_formed"]
+    assert "release.json" in run.failed["test_manifest_entries_well_formed"]
+    for test in ("test_sizes_and_hashes_match", "test_checksum_matches_manifest", "test_version_is_strict_semver"):
+        assert test in run.skipped, sorted(run.skipped)
