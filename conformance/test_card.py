@@ -56,9 +56,7 @@ def test_card_present(vla_release: Release) -> None:
     try:
         card = read_card(path)
     except ReleaseError as e:
-        findings.add_error(e, "model card unreadable")
-        findings.check()
-        return
+        findings.fail_on(e, "model card unreadable")
     _report(findings, lint_card(card).of("front_matter"))
 
 
@@ -111,8 +109,7 @@ def test_card_parameter_count(vla_release: Release, vla_card: ModelCard, vla_mod
     try:
         actual = count_parameters(vla_model_dir)
     except ReleaseError as e:
-        findings.add_error(e, "weights unreadable")
-        findings.check()
+        findings.fail_on(e, "weights unreadable")
     _report(findings, check_parameters(vla_card, actual))
 
 
@@ -122,6 +119,5 @@ def test_card_context_length(vla_release: Release, vla_card: ModelCard, vla_mode
     try:
         config = read_json(vla_model_dir / "config.json")
     except ReleaseError as e:
-        findings.add_error(e, "config.json unreadable")
-        findings.check()
+        findings.fail_on(e, "config.json unreadable")
     _report(findings, check_context_length(vla_card, config_context_length(config)))

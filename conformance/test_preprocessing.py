@@ -48,14 +48,10 @@ def _read_object(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_processor_config(model_dir: Path) -> dict[str, Any]:
-    return _read_object(_need_processor_config(model_dir))
-
-
 def _processor_config(model_dir: Path) -> dict[str, Any]:
     """processor_config.json parsed, for the checks that read it; they skip when it is unreadable."""
     try:
-        return _read_processor_config(model_dir)
+        return _read_object(_need_processor_config(model_dir))
     except ReleaseError as e:
         # Why skip: test_processor_loads fails on the unreadable file, naming it; one defect, one failure.
         pytest.skip(f"processor_config.json is unreadable (reported by test_processor_loads): {e}")
@@ -86,11 +82,9 @@ def test_processor_loads(vla_release: Release, vla_model_dir: Path) -> None:
 
     findings = Findings("processor config", vla_release.root)
     try:
-        config = _read_processor_config(vla_model_dir)
+        config = _read_object(_need_processor_config(vla_model_dir))
     except ReleaseError as e:
-        findings.add_error(e, "processor config unreadable")
-        findings.check()
-        raise  # check() failed above; for the type checker
+        findings.fail_on(e, "processor config unreadable")
     try:
         _load(vla_model_dir)
     except CodebookError as e:
@@ -129,10 +123,7 @@ def test_matches_snapshot(
         try:
             text, header, _ = load_snapshot(recorded)
         except ReleaseError as e:
-            unreadable = Findings("preprocessing snapshot", vla_release.root)
-            unreadable.add_error(e, "snapshot unreadable")
-            unreadable.check()
-            raise  # check() always fails here; for the type checker
+            Findings("preprocessing snapshot", vla_release.root).fail_on(e, "snapshot unreadable")
         differences = compare(serialize(data), text)
         if differences and not updating:
             pytest.fail(
@@ -420,9 +411,7 @@ def test_action_stats_agree(vla_release: Release, processor: Any, vla_model_dir:
     try:
         config = _read_object(vla_model_dir / "config.json")
     except ReleaseError as e:
-        findings.add_error(e, "config.json unreadable")
-        findings.check()
-        raise  # check() failed above; for the type checker
+        findings.fail_on(e, "config.json unreadable")
     if "norm_stats" not in config and not processor.vla.actions.to_json().get("norm_stats"):
         # Why skip: action statistics exist only for action-producing models; none are declared here.
         pytest.skip("no action statistics in either config")

@@ -165,10 +165,7 @@ def test_embedding_covers_every_id(
     try:
         rows = embedding_rows(vla_model_dir)
     except ReleaseError as e:
-        findings = Findings("embedding rows", vla_release.root)
-        findings.add_error(e, "model unreadable")
-        findings.check()
-        return
+        Findings("embedding rows", vla_release.root).fail_on(e, "model unreadable")
     _check(
         "embedding rows", vla_release, embedding_shortfalls(rows, needed, f"largest token ID {needed - 1}: {token!r}")
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -72,12 +73,21 @@ class Findings:
     def add_error(self, e: ReleaseError, what: str | None = None) -> None:
         self.items.append(Finding(what or type(e).__name__, e.detail, None, self.rel(e.path), e.key, e.fix))
 
+    def fail_on(self, e: ReleaseError, what: str) -> NoReturn:
+        """Fail now with ``e`` as a finding (after any gathered so far): for an input the check
+        cannot go on without."""
+        __tracebackhide__ = True
+        self.add_error(e, what)
+        pytest.fail(self._render(), pytrace=False)
+
     def check(self, limit: int = 40) -> None:
         __tracebackhide__ = True
-        if not self.items:
-            return
+        if self.items:
+            pytest.fail(self._render(limit), pytrace=False)
+
+    def _render(self, limit: int = 40) -> str:
         lines = [f"{self.title}: {len(self.items)} finding(s)"]
         lines += [f"  - {f.render()}" for f in self.items[:limit]]
         if len(self.items) > limit:
             lines.append(f"  ... and {len(self.items) - limit} more")
-        pytest.fail("\n".join(lines), pytrace=False)
+        return "\n".join(lines)

@@ -329,12 +329,18 @@ class HFSource(ReadUpFront, InFileMappings):
             self._where[key] = st
 
     def _check_tensors(self, check_shapes: bool) -> None:
-        expected: dict[str, str] = {}
+        """The tensors are the ones config.json implies (and, with ``check_shapes``, of the shapes
+        it gives: the canonical TP=1 shape through the family's codec)."""
+        expected: dict[str, tuple[int, ...] | None] = {}  # name -> shape, None when not checked
         for key in canonical_keys(self.arch):
             rule, layer, expert = rule_for(key)
             km, _, _ = self.family.map_for(key)
-            for name in km.hf_keys(layer, expert):
-                expected[name] = key
+            names = km.hf_keys(layer, expert)
+            if check_shapes:
+                full = Rows.of(torch.empty(expected_shape(rule, self.arch), device="meta"))
+                expected.update((n, p.shape) for n, p in zip(names, km.codec.to_hf(self.arch, full), strict=True))
+            else:
+                expected.update(dict.fromkeys(names))
         extras = {
             e.hf.replace("{layer}", str(layer))
             for layer in range(self.arch.num_layers)
@@ -352,28 +358,20 @@ class HFSource(ReadUpFront, InFileMappings):
                 path=self.path,
                 fix="the config and the weights must describe the same model",
             )
-        for key in canonical_keys(self.arch) if check_shapes else ():
-            self._check_shapes(key)
+        for name, want in expected.items():
+            got = self._where[name].shape(name)
+            if want is not None and tuple(got) != tuple(want):
+                raise ShardMismatchError(
+                    f"shape {list(got)} contradicts config.json, which gives {list(want)}",
+                    path=self._where[name].path,
+                    key=name,
+                    fix="the config and the weights must describe the same model",
+                )
         for name in sorted(extras & present):
             t = self._where[name].tensor(name)
             if t.numel() and bool(t.any()):
                 raise UnsupportedModelError(
                     "this tensor must be zero to have a Megatron counterpart", path=self._where[name].path, key=name
-                )
-
-    def _check_shapes(self, key: str) -> None:
-        """Every Hugging Face tensor of ``key`` has the shape config.json gives it."""
-        rule, layer, expert = rule_for(key)
-        km, _, _ = self.family.map_for(key)
-        full = Rows.of(torch.empty(expected_shape(rule, self.arch), device="meta"))
-        for name, want in zip(km.hf_keys(layer, expert), km.codec.to_hf(self.arch, full), strict=True):
-            got = self._where[name].shape(name)
-            if tuple(got) != tuple(want.shape):
-                raise ShardMismatchError(
-                    f"shape {list(got)} contradicts config.json, which gives {list(want.shape)}",
-                    path=self._where[name].path,
-                    key=name,
-                    fix="the config and the weights must describe the same model",
                 )
 
     def keys(self) -> list[str]:
