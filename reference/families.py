@@ -64,6 +64,16 @@ def _attention(prefix: str) -> tuple[KeyMap, ...]:
     )
 
 
+def _qk_norms(prefix: str) -> tuple[KeyMap, ...]:
+    # Megatron's q_layernorm/k_layernorm normalise each head over kv_channels, before rotary
+    # embeddings: what Qwen3's q_norm/k_norm do.
+    a = prefix + "self_attn."
+    return (
+        KeyMap(_L + "self_attention.q_layernorm.weight", (a + "q_norm.weight",)),
+        KeyMap(_L + "self_attention.k_layernorm.weight", (a + "k_norm.weight",)),
+    )
+
+
 def _gated_mlp(canon: str, prefix: str, gate: str, up: str, down: str) -> tuple[KeyMap, ...]:
     return (
         KeyMap(canon + "linear_fc1.weight", (prefix + gate + ".weight", prefix + up + ".weight"), GATED_SPLIT),
@@ -121,9 +131,15 @@ def _rope_problems(arch: Arch) -> list[str]:
         out.append(f"position_embedding_type={arch.position_embedding_type} (needs rope)")
     if arch.rotary_percent != 1.0 or arch.rotary_interleaved:
         out.append("partial or interleaved rotary embeddings")
-    if arch.qk_layernorm:
-        out.append("qk_layernorm (no stock Llama-style class has it switchable)")
     return out
+
+
+def _qk_norm_problems(arch: Arch, *, wanted: bool) -> list[str]:
+    if arch.qk_layernorm and not wanted:
+        return ["qk_layernorm (the Qwen3 classes have it)"]
+    if wanted and not arch.qk_layernorm:
+        return ["no qk_layernorm (this class always normalises queries and keys)"]
+    return []
 
 
 def _router_problems(arch: Arch) -> list[str]:
@@ -177,12 +193,43 @@ def _pattern(template: str) -> re.Pattern[str]:
 
 
 def _llama_problems(arch: Arch) -> list[str]:
-    out = _rope_problems(arch)
+    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=False)
     if arch.num_experts:
         out.append("experts")
     if arch.add_qkv_bias and not arch.add_bias_linear:
         out.append("QKV bias without output-projection bias (Llama's attention_bias covers both)")
     return out
+
+
+def _qwen2_problems(arch: Arch) -> list[str]:
+    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=False)
+    if arch.num_experts:
+        out.append("experts")
+    if arch.add_bias_linear or not arch.add_qkv_bias:
+        out.append("biases other than on QKV alone (Qwen2 has exactly those)")
+    return out
+
+
+def _qwen2_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return {**_llama_like(arch), "intermediate_size": arch.ffn_hidden_size, "use_sliding_window": False}
+
+
+def _qwen3_problems(arch: Arch) -> list[str]:
+    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=True)
+    if arch.num_experts:
+        out.append("experts")
+    if arch.add_bias_linear or arch.add_qkv_bias:
+        out.append("linear biases (Qwen3 has none in its MLP)")
+    return out
+
+
+def _qwen3_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return {
+        **_llama_like(arch),
+        "intermediate_size": arch.ffn_hidden_size,
+        "attention_bias": False,
+        "use_sliding_window": False,
+    }
 
 
 def _llama_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
@@ -195,7 +242,7 @@ def _llama_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
 
 
 def _mixtral_problems(arch: Arch) -> list[str]:
-    out = _rope_problems(arch) + _router_problems(arch)
+    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=False) + _router_problems(arch)
     if not arch.num_experts or not all(arch.moe_layers):
         out.append("Mixtral needs experts in every layer")
     if arch.add_bias_linear or arch.add_qkv_bias:
@@ -216,12 +263,37 @@ def _mixtral_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
 
 
 def _qwen2_moe_problems(arch: Arch) -> list[str]:
-    out = _rope_problems(arch) + _router_problems(arch)
+    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=False) + _router_problems(arch)
     if not arch.num_experts:
         out.append("no experts")
     if arch.add_bias_linear:
         out.append("linear biases other than QKV")
     return out
+
+
+def _qwen3_moe_problems(arch: Arch) -> list[str]:
+    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=True) + _router_problems(arch)
+    if not arch.num_experts:
+        out.append("no experts")
+    if arch.add_bias_linear or arch.add_qkv_bias:
+        out.append("linear biases")
+    return out
+
+
+def _qwen3_moe_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return {
+        **_llama_like(arch),
+        "intermediate_size": arch.ffn_hidden_size,
+        "moe_intermediate_size": arch.moe_ffn_hidden_size,
+        "num_experts": arch.num_experts,
+        "num_experts_per_tok": arch.moe_router_topk,
+        "norm_topk_prob": True,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [i for i, moe in enumerate(arch.moe_layers) if not moe],
+        "attention_bias": False,
+        "use_sliding_window": False,
+        "output_router_logits": False,
+    }
 
 
 def _qwen2_moe_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
@@ -315,6 +387,27 @@ FAMILIES: Final[tuple[Family, ...]] = (
         _llama_config,
     ),
     Family(
+        "qwen2",
+        "Qwen2ForCausalLM",
+        "qwen2",
+        _qwen2_problems,
+        (*_LLAMA_ENDS, *_attention(_LP), *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj")),
+        _qwen2_config,
+    ),
+    Family(
+        "qwen3",
+        "Qwen3ForCausalLM",
+        "qwen3",
+        _qwen3_problems,
+        (
+            *_LLAMA_ENDS,
+            *_attention(_LP),
+            *_qk_norms(_LP),
+            *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj"),
+        ),
+        _qwen3_config,
+    ),
+    Family(
         "mixtral",
         "MixtralForCausalLM",
         "mixtral",
@@ -347,6 +440,21 @@ FAMILIES: Final[tuple[Family, ...]] = (
             Extra(_SHARED + ".down_proj.weight", lambda a: (a.hidden_size, 0)),
             Extra(_SHARED + "_gate.weight", lambda a: (1, a.hidden_size)),
         ),
+    ),
+    Family(
+        "qwen3_moe",
+        "Qwen3MoeForCausalLM",
+        "qwen3_moe",
+        _qwen3_moe_problems,
+        (
+            *_LLAMA_ENDS,
+            *_attention(_LP),
+            *_qk_norms(_LP),
+            *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj"),
+            KeyMap(_L + "mlp.router.weight", (_LP + "mlp.gate.weight",)),
+            *_gated_mlp(_X, _LP + "mlp.experts.{expert}.", "gate_proj", "up_proj", "down_proj"),
+        ),
+        _qwen3_moe_config,
     ),
     Family("gpt2", "GPT2LMHeadModel", "gpt2", _gpt2_problems, _gpt2_keymap(), _gpt2_config),
 )
@@ -440,11 +548,33 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
         activation="silu",
         params_dtype=dtype,
     )
+    if config.get("use_sliding_window"):
+        raise UnsupportedModelError(
+            "sliding-window attention has no Megatron counterpart here",
+            path=source,
+            key="use_sliding_window",
+            fix="set use_sliding_window to false if the model was trained with full attention",
+        )
+    if fam.name in ("qwen3", "qwen3_moe"):
+        if config.get("attention_bias", False):
+            raise UnsupportedModelError(
+                "attention_bias on every attention projection has no Megatron counterpart",
+                path=source,
+                key="attention_bias",
+            )
+        common["qk_layernorm"] = True
     if fam.name == "llama":
         bias = bool(config.get("attention_bias", False))
         if bias != bool(config.get("mlp_bias", False)):
             raise UnsupportedModelError("attention_bias and mlp_bias differ", path=source, key="mlp_bias")
         return fam, Arch(ffn_hidden_size=int(need("intermediate_size")), add_bias_linear=bias, **common)
+    if fam.name in ("qwen2", "qwen3"):
+        return fam, Arch(
+            ffn_hidden_size=int(need("intermediate_size")),
+            add_bias_linear=False,
+            add_qkv_bias=fam.name == "qwen2",
+            **common,
+        )
     if fam.name == "mixtral":
         moe = int(need("intermediate_size"))
         return fam, Arch(
@@ -456,7 +586,7 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
             moe_layers=(True,) * layers,
             **common,
         )
-    # qwen2_moe
+    # qwen2_moe, qwen3_moe
     if int(config.get("shared_expert_intermediate_size", 0) or 0):
         raise UnsupportedModelError(
             "shared experts have no Megatron counterpart here", path=source, key="shared_expert_intermediate_size"
@@ -469,7 +599,7 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
     return fam, Arch(
         ffn_hidden_size=int(need("intermediate_size")),
         add_bias_linear=False,
-        add_qkv_bias=bool(config.get("qkv_bias", True)),
+        add_qkv_bias=fam.name == "qwen2_moe" and bool(config.get("qkv_bias", True)),
         num_experts=int(need("num_experts")),
         moe_router_topk=int(need("num_experts_per_tok")),
         moe_ffn_hidden_size=int(need("moe_intermediate_size")),
@@ -506,6 +636,16 @@ CONFIG_KEYS: Final[dict[str, dict[str, str]]] = {
         "num_experts": "num_local_experts",
         "moe_router_topk": "num_experts_per_tok",
         "moe_layers": "architectures",
+    },
+    "qwen2": {**_COMMON_KEYS, "add_bias_linear": "model_type", "add_qkv_bias": "model_type"},
+    "qwen3": {**_COMMON_KEYS, "qk_layernorm": "model_type"},
+    "qwen3_moe": {
+        **_COMMON_KEYS,
+        "moe_ffn_hidden_size": "moe_intermediate_size",
+        "num_experts": "num_experts",
+        "moe_router_topk": "num_experts_per_tok",
+        "moe_layers": "mlp_only_layers",
+        "qk_layernorm": "model_type",
     },
     "qwen2_moe": {
         **_COMMON_KEYS,
@@ -545,6 +685,7 @@ _COMPARED: Final = (
     "tied",
     "add_bias_linear",
     "add_qkv_bias",
+    "qk_layernorm",
     "num_experts",
     "moe_router_topk",
     "moe_ffn_hidden_size",

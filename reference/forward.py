@@ -14,9 +14,11 @@ import torch.nn.functional as F
 
 from .arch import Arch
 
-__all__ = ["reference_logits", "rope_cos_sin", "apply_rope", "norm", "mlp_act", "attention", "route", "moe"]
+__all__ = ["reference_logits", "rope_cos_sin", "apply_rope", "norm", "mlp_act", "attention", "qk_norm", "route", "moe"]
 
 Getter = Callable[[str], torch.Tensor]
+# (query norm weight, its bias, key norm weight, its bias); biases only with LayerNorm
+QKNorm = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]
 
 
 def norm(arch: Arch, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -47,6 +49,15 @@ def mlp_act(arch: Arch, h: torch.Tensor) -> torch.Tensor:
     return F.gelu(h, approximate="tanh" if arch.activation == "gelu_tanh" else "none")
 
 
+def qk_norm(arch: Arch, get: Getter, prefix: str) -> QKNorm | None:
+    """The query/key norms of the layer whose attention keys start with ``prefix``, if it has them."""
+    if not arch.qk_layernorm:
+        return None
+    nb = arch.has_norm_bias
+    q, k = prefix + "q_layernorm.", prefix + "k_layernorm."
+    return get(q + "weight"), get(q + "bias") if nb else None, get(k + "weight"), get(k + "bias") if nb else None
+
+
 def _linear(get: Getter, prefix: str, x: torch.Tensor, bias: bool) -> torch.Tensor:
     return F.linear(x, get(prefix + ".weight"), get(prefix + ".bias") if bias else None)
 
@@ -56,11 +67,13 @@ def attention(
     qkv: torch.Tensor,
     cos_sin: tuple[torch.Tensor, torch.Tensor] | None,
     heads_per_group: int | None = None,
+    qk_norm: QKNorm | None = None,
 ) -> torch.Tensor:
     """Causal GQA attention over a fused per-group QKV activation [B, T, groups*(qpg+2)*d].
 
     ``heads_per_group`` is the query heads each group holds here: fewer than the model's on a
-    tensor-parallel rank that shares its group with others.
+    tensor-parallel rank that shares its group with others. ``qk_norm`` (``qk_layernorm``):
+    the query and key norms' weights and biases, applied to each head before rotary embeddings.
     """
     b, t, _ = qkv.shape
     d = arch.kv_channels
@@ -69,6 +82,8 @@ def attention(
     x = qkv.view(b, t, groups, qpg + 2, d)
     q = x[:, :, :, :qpg].reshape(b, t, groups * qpg, d)
     k, v = x[:, :, :, qpg], x[:, :, :, qpg + 1]
+    if qk_norm is not None:
+        q, k = norm(arch, q, qk_norm[0], qk_norm[1]), norm(arch, k, qk_norm[2], qk_norm[3])
     if cos_sin is not None:
         q, k = apply_rope(q, *cos_sin), apply_rope(k, *cos_sin)
     k = k.repeat_interleave(qpg, dim=2)
@@ -130,7 +145,8 @@ def reference_logits(arch: Arch, get: Getter, input_ids: torch.Tensor) -> torch.
         p = f"decoder.layers.{layer}."
         h = norm(arch, x, g(p + "input_layernorm.weight"), g(p + "input_layernorm.bias") if nb else None)
         qkv = _linear(g, p + "self_attention.linear_qkv", h, arch.qkv_bias)
-        x = x + _linear(g, p + "self_attention.linear_proj", attention(arch, qkv, cos_sin), arch.add_bias_linear)
+        ctx = attention(arch, qkv, cos_sin, qk_norm=qk_norm(arch, g, p + "self_attention."))
+        x = x + _linear(g, p + "self_attention.linear_proj", ctx, arch.add_bias_linear)
         h = norm(arch, x, g(p + "pre_mlp_layernorm.weight"), g(p + "pre_mlp_layernorm.bias") if nb else None)
         if arch.is_moe_layer(layer):
             x = x + moe(arch, g, p + "mlp.", h)

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from ._safeload import Opaque, load_pt
 from .arch import Arch, Layout
 from .errors import ReleaseError
-from .forward import attention, mlp_act, moe, norm, rope_cos_sin
+from .forward import attention, mlp_act, moe, norm, qk_norm, rope_cos_sin
 from .megatron import MegatronSource, flatten_state
 from .rows import Rows
 from .safetensors_io import SafetensorsFile, header_for, write_rows
@@ -180,7 +180,8 @@ class _Rank:
         h = self._norm(p + "input_layernorm", x)
         qkv = F.linear(h, w[p + "self_attention.linear_qkv.weight"], w.get(p + "self_attention.linear_qkv.bias"))
         share = max(self.layout.tp // a.num_query_groups, 1)
-        ctx = attention(a, qkv, cos_sin, heads_per_group=a.heads_per_group // share)
+        norms = qk_norm(a, self.get, p + "self_attention.")
+        ctx = attention(a, qkv, cos_sin, heads_per_group=a.heads_per_group // share, qk_norm=norms)
         out = self._allreduce(F.linear(ctx, w[p + "self_attention.linear_proj.weight"]), self.groups.tp)
         if a.add_bias_linear:
             out = out + w[p + "self_attention.linear_proj.bias"]

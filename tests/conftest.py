@@ -14,7 +14,10 @@ from transformers import (  # noqa: F401
     GPT2LMHeadModel,
     LlamaForCausalLM,
     MixtralForCausalLM,
+    Qwen2ForCausalLM,
     Qwen2MoeForCausalLM,
+    Qwen3ForCausalLM,
+    Qwen3MoeForCausalLM,
 )
 
 import vla_reference.processor  # noqa: E402,F401 - registers with transformers' Auto classes once, before any run

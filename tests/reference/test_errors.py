@@ -210,9 +210,33 @@ def test_model_without_stock_class(tmp_path):
     from vla_reference import write_hf
     from vla_reference.synthetic import DictSource, random_weights
 
-    arch = llama(qk_layernorm=True)
-    with pytest.raises(UnsupportedModelError, match=r"no stock transformers class.*qk_layernorm"):
+    arch = llama(qk_layernorm=True, add_bias_linear=True)  # Qwen3 has qk norms but no MLP biases
+    with pytest.raises(
+        UnsupportedModelError, match=r"no stock transformers class.*Qwen3ForCausalLM: linear biases"
+    ) as e:
         write_hf(DictSource(arch, random_weights(arch)), tmp_path / "out")
+    assert "LlamaForCausalLM: qk_layernorm" in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("arch", "edit", "key"),
+    [
+        (lambda: llama(add_qkv_bias=True), {"use_sliding_window": True}, "use_sliding_window"),
+        (lambda: llama(qk_layernorm=True), {"attention_bias": True}, "attention_bias"),
+        (lambda: moe(qk_layernorm=True), {"norm_topk_prob": False}, "norm_topk_prob"),
+    ],
+    ids=["qwen2-sliding-window", "qwen3-attention-bias", "qwen3-moe-unnormalised-top-k"],
+)
+def test_config_no_megatron_model_computes_names_the_key(tmp_path, arch, edit, key):
+    write_model(arch(), tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf/config.json").read_text())
+    cfg.update(edit)
+    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedModelError) as e:
+        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
+    assert e.value.key == key and "config.json" in str(e.value)
+    assert_nothing_written(tmp_path / "out")
 
 
 def test_malformed_config_json(tmp_path):

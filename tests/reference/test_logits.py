@@ -19,6 +19,10 @@ CASES = {
     "moe-interleaved": (moe(every=2), "Qwen2MoeForCausalLM"),
     "moe-every-layer": (moe(every=1), "MixtralForCausalLM"),
     "moe-qkv-bias": (moe(every=2, add_qkv_bias=True), "Qwen2MoeForCausalLM"),
+    "qkv-bias-only": (llama(add_qkv_bias=True), "Qwen2ForCausalLM"),
+    "qk-layernorm": (llama(qk_layernorm=True, tied=True), "Qwen3ForCausalLM"),
+    "moe-qk-layernorm": (moe(every=2, qk_layernorm=True), "Qwen3MoeForCausalLM"),
+    "moe-every-layer-qk-layernorm": (moe(every=1, qk_layernorm=True), "Qwen3MoeForCausalLM"),
 }
 
 

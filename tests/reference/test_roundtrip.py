@@ -44,9 +44,11 @@ def configs(draw):
         ep = 1
     else:
         groups = draw(st.sampled_from([1, 2, 4]))  # groups < TP included
-        kw = dict(num_query_groups=groups, tied=draw(st.booleans()))
+        kw = dict(num_query_groups=groups, tied=draw(st.booleans()), qk_layernorm=draw(st.booleans()))
         if family == "llama":
-            arch = llama(swiglu=True, **kw)
+            # QKV bias alone (Qwen2) only without qk_layernorm (Qwen3 has no biases)
+            qkv_bias = not kw["qk_layernorm"] and draw(st.booleans())
+            arch = llama(swiglu=True, add_qkv_bias=qkv_bias, **kw)
             ep = 1
         else:
             arch = moe(every=2 if family == "moe" else 1, **kw)

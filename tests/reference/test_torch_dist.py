@@ -221,6 +221,11 @@ CASES = {
     "moe-every-layer-stacked-common-state": dict(
         arch=lambda: moe(every=1), dtype=torch.bfloat16, stacked=True, common="common_state"
     ),
+    "qk-layernorm-stacked": dict(arch=lambda: llama(qk_layernorm=True), dtype=torch.bfloat16, stacked=True),
+    "moe-qk-layernorm-per-layer": dict(
+        arch=lambda: moe(every=2, qk_layernorm=True), dtype=torch.float32, stacked=False
+    ),
+    "qkv-bias-stacked": dict(arch=lambda: llama(add_qkv_bias=True), dtype=torch.float32, stacked=True),
     "gpt2-tied-namespace-args": dict(arch=lambda: gpt2(), dtype=torch.float32, stacked=True, namespace=True),
     # DCP's default save planner packs objects once more than Megatron's does
     "llama-singleton-swiglu-halves-dcp-packed-common-state": dict(
