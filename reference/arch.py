@@ -21,6 +21,25 @@ from .errors import LayoutError, UnsupportedModelError
 
 __all__ = ["Arch", "Layout", "arch_from_args", "layout_from_args", "padded_vocab_size", "HYPERPARAMETER_ARGS"]
 
+# Arguments that change what the model computes in ways no stock class reproduces, with the
+# values that leave it unchanged (what Megatron records when they are off). Any other value
+# refuses the conversion naming the argument, rather than writing a model that computes
+# something else.
+_UNMODELLED: Final[dict[str, tuple[Any, ...]]] = {
+    "apply_layernorm_1p": (False,),  # norm weights stored as gamma - 1
+    "layernorm_zero_centered_gamma": (False,),
+    "apply_residual_connection_post_layernorm": (False,),
+    "window_size": (None, (-1, -1), [-1, -1]),  # sliding-window attention
+    "qk_l2_norm": (False,),
+    "multi_latent_attention": (False,),
+    "moe_router_topk_scaling_factor": (None, 1, 1.0),
+    "moe_router_num_groups": (None, 1),  # group-limited routing
+    "moe_router_group_topk": (None,),
+    "moe_router_enable_expert_bias": (False,),
+    "attention_output_gate": (False,),
+    "softmax_scale": (None,),
+}
+
 # Every argument the converter reads; anything else in ``args`` is ignored.
 HYPERPARAMETER_ARGS: Final[frozenset[str]] = frozenset(
     """add_bias_linear add_qkv_bias bias_activation_fusion bias_gelu_fusion expert_model_parallel_size
@@ -30,7 +49,10 @@ HYPERPARAMETER_ARGS: Final[frozenset[str]] = frozenset(
     num_attention_heads num_experts num_layers num_layers_per_virtual_pipeline_stage num_query_groups openai_gelu
     padded_vocab_size params_dtype pipeline_model_parallel_size position_embedding_type qk_layernorm rotary_base
     rotary_interleaved rotary_percent seq_length squared_relu swiglu tensor_model_parallel_size
-    untie_embeddings_and_output_weights virtual_pipeline_model_parallel_size vocab_size bf16 fp16""".split()
+    untie_embeddings_and_output_weights virtual_pipeline_model_parallel_size vocab_size bf16 fp16
+    use_rope_scaling rope_scaling_factor rotary_scaling_factor rotary_seq_len_interpolation_factor
+    use_rotary_position_embeddings""".split()
+    + list(_UNMODELLED)
 )
 
 _DTYPES: Final[dict[str, torch.dtype]] = {
@@ -84,6 +106,10 @@ class Arch:
     rotary_base: float = 10000.0
     rotary_percent: float = 1.0
     rotary_interleaved: bool = False
+    # Llama 3.x frequency scaling (Megatron's --use-rope-scaling, --rope-scaling-factor); None: off
+    rope_scaling_factor: float | None = None
+    # Positions divided by this (Megatron's --rotary-seq-len-interpolation-factor); None: off
+    rotary_seq_len_interpolation_factor: float | None = None
     tied: bool = True
     add_bias_linear: bool = True
     add_qkv_bias: bool = False
@@ -161,6 +187,10 @@ class Arch:
         }
         if self.vocab_size is not None:
             args["vocab_size"] = self.vocab_size
+        if self.rope_scaling_factor is not None:
+            args.update(use_rope_scaling=True, rope_scaling_factor=self.rope_scaling_factor)
+        if self.rotary_seq_len_interpolation_factor is not None:
+            args["rotary_seq_len_interpolation_factor"] = self.rotary_seq_len_interpolation_factor
         if layout.etp is not None:
             args["expert_tensor_parallel_size"] = layout.etp
         if self.num_experts:
@@ -277,7 +307,19 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
             key="normalization",
         )
     eps = a.float("norm_epsilon", a.float("layernorm_epsilon", 1e-5))
-    position = str(a.get("position_embedding_type", "learned_absolute"))
+    # Megatron before --position-embedding-type recorded rotary embeddings as a flag
+    rotary_flag = a.bool("use_rotary_position_embeddings", False)
+    position = str(a.get("position_embedding_type", "rope" if rotary_flag else "learned_absolute"))
+    for name, neutral in _UNMODELLED.items():
+        if a.get(name, neutral[0]) not in neutral:
+            raise UnsupportedModelError(
+                f"{name}={a.get(name)!r} changes what the model computes in a way no stock transformers "
+                "class reproduces",
+                path=source,
+                key=name,
+                fix="convert with a custom modeling class; the converter never writes an approximation",
+            )
+    interpolation = a.get("rotary_seq_len_interpolation_factor")
     divisible = a.int("make_vocab_size_divisible_by", 128)
     layout = layout_from_args(raw, source=source)
     true_vocab = vocab_size if vocab_size is not None else a.get("vocab_size")
@@ -328,6 +370,10 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
         rotary_base=a.float("rotary_base", 10000.0),
         rotary_percent=a.float("rotary_percent", 1.0),
         rotary_interleaved=a.bool("rotary_interleaved", False),
+        rope_scaling_factor=_rope_scaling_factor(a),
+        rotary_seq_len_interpolation_factor=(
+            a.float("rotary_seq_len_interpolation_factor", 1.0) if interpolation is not None else None
+        ),
         tied=not a.bool("untie_embeddings_and_output_weights", False),
         add_bias_linear=a.bool("add_bias_linear", True),
         add_qkv_bias=a.bool("add_qkv_bias", False),
@@ -342,6 +388,14 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
         activation=_activation(a, swiglu),
         params_dtype=params_dtype,
     )
+
+
+def _rope_scaling_factor(a: _Args) -> float | None:
+    """Megatron's Llama 3.x scaling factor (``rope_scaling_factor``, earlier
+    ``rotary_scaling_factor``; default 8), or None when ``use_rope_scaling`` is off."""
+    if not a.bool("use_rope_scaling", False):
+        return None
+    return a.float("rope_scaling_factor", a.float("rotary_scaling_factor", 8.0))
 
 
 def _activation(a: _Args, swiglu: bool) -> str:

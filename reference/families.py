@@ -91,8 +91,17 @@ _LLAMA_ENDS: Final = (
 _LP: Final = "model.layers.{layer}."
 
 
+# Megatron's Llama 3.x scaling fixes everything but the factor (RotaryEmbedding._apply_scaling).
+LLAMA3_ROPE: Final = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
 def _rope(arch: Arch) -> dict[str, Any]:
-    return {"rope_parameters": {"rope_type": "default", "rope_theta": arch.rotary_base}}
+    params: dict[str, Any] = {"rope_type": "default", "rope_theta": arch.rotary_base}
+    if arch.rope_scaling_factor is not None:
+        params.update(rope_type="llama3", factor=arch.rope_scaling_factor, **LLAMA3_ROPE)
+    elif arch.rotary_seq_len_interpolation_factor is not None:
+        params.update(rope_type="linear", factor=arch.rotary_seq_len_interpolation_factor)
+    return {"rope_parameters": params}
 
 
 def _common(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
@@ -131,6 +140,8 @@ def _rope_problems(arch: Arch) -> list[str]:
         out.append(f"position_embedding_type={arch.position_embedding_type} (needs rope)")
     if arch.rotary_percent != 1.0 or arch.rotary_interleaved:
         out.append("partial or interleaved rotary embeddings")
+    if arch.rope_scaling_factor is not None and arch.rotary_seq_len_interpolation_factor is not None:
+        out.append("Llama 3.x rope scaling and sequence-length interpolation together")
     return out
 
 
@@ -490,6 +501,23 @@ def family_for_config(config: Mapping[str, Any], *, source: Any = None) -> Famil
 _DT: Final = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _rope_of(config: Mapping[str, Any], source: Any) -> Mapping[str, Any]:
+    """The RoPE settings: ``rope_parameters`` (transformers 5), or ``rope_scaling`` as earlier
+    versions wrote it, beside ``rope_theta``."""
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if not isinstance(rope, Mapping):
+        raise UnsupportedModelError(f"rope settings {rope!r} are not an object", path=source, key="rope_parameters")
+    try:
+        for k in ("factor", *LLAMA3_ROPE):
+            if k in rope:
+                float(rope[k])
+    except (TypeError, ValueError) as e:
+        raise UnsupportedModelError(f"rope settings {dict(rope)}: {e}", path=source, key="rope_parameters") from e
+    if rope.get("rope_type", rope.get("type")) in ("llama3", "linear") and "factor" not in rope:
+        raise UnsupportedModelError(f"rope settings {dict(rope)} lack 'factor'", path=source, key="rope_parameters")
+    return rope
+
+
 def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[Family, Arch]:
     """Read an inference config.json back into the model it describes."""
     fam = family_for_config(config, source=source)
@@ -527,8 +555,21 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
         )
         return fam, arch
     hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
-    rope = config.get("rope_parameters") or {}
+    rope = _rope_of(config, source)
     theta = float(rope.get("rope_theta", config.get("rope_theta", 1e6 if fam.name == "mixtral" else 1e4)))
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    scaling: dict[str, Any] = {}
+    if rope_type == "llama3" and all(float(rope.get(k, -1)) == v for k, v in LLAMA3_ROPE.items()):
+        scaling["rope_scaling_factor"] = float(rope["factor"])
+    elif rope_type == "linear":
+        scaling["rotary_seq_len_interpolation_factor"] = float(rope["factor"])
+    elif rope_type != "default":
+        raise UnsupportedModelError(
+            f"rope_type {rope_type!r} with {dict(rope)} has no Megatron counterpart (default, linear, and "
+            f"llama3 with {LLAMA3_ROPE} have)",
+            path=source,
+            key="rope_parameters",
+        )
     layers = int(need("num_hidden_layers"))
     common: dict[str, Any] = dict(
         num_layers=layers,
@@ -544,6 +585,7 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
         position_embedding_type="rope",
         max_position_embeddings=int(need("max_position_embeddings")),
         rotary_base=theta,
+        **scaling,
         tied=tied,
         activation="silu",
         params_dtype=dtype,
@@ -620,6 +662,8 @@ _COMMON_KEYS: Final = {
     "norm_epsilon": "rms_norm_eps",
     "max_position_embeddings": "max_position_embeddings",
     "rotary_base": "rope_parameters.rope_theta",
+    "rope_scaling_factor": "rope_parameters.factor",
+    "rotary_seq_len_interpolation_factor": "rope_parameters.factor",
     "tied": "tie_word_embeddings",
     "add_bias_linear": "attention_bias",
     "params_dtype": "dtype",
@@ -682,6 +726,8 @@ _COMPARED: Final = (
     "position_embedding_type",
     "max_position_embeddings",
     "rotary_base",
+    "rope_scaling_factor",
+    "rotary_seq_len_interpolation_factor",
     "tied",
     "add_bias_linear",
     "add_qkv_bias",
@@ -706,7 +752,9 @@ def compare_config(config: Mapping[str, Any], arch: Arch, *, source: Any = None)
     for name in _COMPARED:
         if name == "ffn_hidden_size" and arch.num_experts and all(arch.moe_layers):
             continue  # no dense MLP exists: the value is unused
-        if name == "rotary_base" and arch.position_embedding_type != "rope":
+        if name in ("rotary_base", "rope_scaling_factor", "rotary_seq_len_interpolation_factor") and (
+            arch.position_embedding_type != "rope"
+        ):
             continue
         if name == "add_qkv_bias":
             a, b = described.qkv_bias, arch.qkv_bias

@@ -27,10 +27,29 @@ def norm(arch: Arch, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return F.layer_norm(x, (x.shape[-1],), weight, bias, arch.norm_epsilon)
 
 
-def rope_cos_sin(arch: Arch, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_inv_freq(arch: Arch) -> torch.Tensor:
+    """RoPE's inverse frequencies, with Megatron's Llama 3.x scaling when ``use_rope_scaling``
+    was on: wavelengths past 8192 positions slowed by the factor, under 2048 kept, those
+    between blended."""
     d = arch.kv_channels
     inv_freq = 1.0 / (arch.rotary_base ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
-    freqs = positions.float()[:, None] * inv_freq[None, :]
+    factor = arch.rope_scaling_factor
+    if factor is None:
+        return inv_freq
+    old_context, low, high = 8192.0, 1.0, 4.0
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+    smooth = (old_context / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_context / high) & (wavelen <= old_context / low)
+    return torch.where(medium, blended, scaled)
+
+
+def rope_cos_sin(arch: Arch, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    pos = positions.float()
+    if arch.rotary_seq_len_interpolation_factor is not None:
+        pos = pos / arch.rotary_seq_len_interpolation_factor
+    freqs = pos[:, None] * rope_inv_freq(arch)[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)  # rotate-half layout (rotary_interleaved=False)
     return emb.cos(), emb.sin()
 

@@ -316,3 +316,114 @@ def test_ranks_with_different_numbers_of_model_chunks(ckpt, tmp_path):
     with pytest.raises(LayoutError, match=r"holds 2 model chunks but .*mp_rank_00_000.* holds 1.*\[.*mp_rank_01_001"):
         merge(ckpt, tmp_path / "out")
     assert_nothing_written(tmp_path / "out")
+
+
+def _edit_args(ckpt, edit):
+    for f in (ckpt / "release").glob("*/model_optim_rng.pt"):
+        rewrite(f, lambda state: edit(state["args"]))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("apply_layernorm_1p", True),
+        ("apply_residual_connection_post_layernorm", True),
+        ("window_size", [4096, 0]),
+        ("moe_router_topk_scaling_factor", 2.5),
+        ("moe_router_enable_expert_bias", True),
+        ("multi_latent_attention", True),
+    ],
+)
+def test_args_no_stock_class_reproduces_are_refused_naming_them(ckpt, tmp_path, name, value):
+    _edit_args(ckpt, lambda args: args.update({name: value}))
+    with pytest.raises(UnsupportedModelError, match=rf"{name}=.*no stock transformers class reproduces") as e:
+        merge(ckpt, tmp_path / "out")
+    assert e.value.key == name and "model_optim_rng.pt" in str(e.value)
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_args_at_their_neutral_values_merge(ckpt, tmp_path):
+    """What Megatron records with these features off is not a reason to refuse."""
+    neutral = {
+        "apply_layernorm_1p": False,
+        "window_size": None,
+        "moe_router_topk_scaling_factor": None,
+        "moe_router_num_groups": None,
+        "softmax_scale": None,
+    }
+    _edit_args(ckpt, lambda args: args.update(neutral))
+    merge(ckpt, tmp_path / "out", fsync=False)
+    _edit_args(ckpt, lambda args: args.update(window_size=[-1, -1], moe_router_topk_scaling_factor=1.0))
+    merge(ckpt, tmp_path / "out2", fsync=False)
+    assert (tmp_path / "out/model.safetensors").read_bytes() == (tmp_path / "out2/model.safetensors").read_bytes()
+
+
+def test_rotary_flag_of_older_megatron_means_rope(ckpt, tmp_path):
+    """Before --position-embedding-type, Megatron recorded use_rotary_position_embeddings."""
+
+    def edit(args):
+        del args["position_embedding_type"]
+        args["use_rotary_position_embeddings"] = True
+
+    _edit_args(ckpt, edit)
+    merge(ckpt, tmp_path / "out", fsync=False)
+    config = json.loads((tmp_path / "out/config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+
+
+@pytest.mark.parametrize(
+    ("rope", "args"),
+    [
+        (
+            {
+                "rope_type": "llama3",
+                "factor": 32.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192,
+                "rope_theta": 5e5,
+            },
+            {"use_rope_scaling": True, "rope_scaling_factor": 32.0, "rotary_base": 5e5},
+        ),
+        ({"type": "linear", "factor": 2.0}, {"rotary_seq_len_interpolation_factor": 2.0}),
+    ],
+    ids=["llama3", "linear-as-transformers-4-wrote-it"],
+)
+def test_rope_scaling_of_a_hub_config_reaches_the_args(tmp_path, rope, args):
+    """transformers 4 wrote rope_scaling beside rope_theta; 5 writes rope_parameters."""
+    write_model(llama(), tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf/config.json").read_text())
+    del cfg["rope_parameters"]
+    cfg["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    cfg["rope_theta"] = rope.get("rope_theta", 1e4)
+    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=1, pp=1, fsync=False)
+    written = json.loads((tmp_path / "ckpt/release/arguments.json").read_text())
+    assert {k: written.get(k) for k in args} == args
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4},
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 2.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+            "rope_theta": 1e4,
+        },
+        {"rope_type": "linear", "rope_theta": 1e4},
+    ],
+    ids=["yarn", "llama3-other-than-megatron-fixes", "no-factor"],
+)
+def test_rope_megatron_cannot_express_is_refused(tmp_path, rope):
+    write_model(llama(), tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf/config.json").read_text())
+    cfg["rope_parameters"] = rope
+    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedModelError) as e:
+        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
+    assert e.value.key == "rope_parameters" and "config.json" in str(e.value)
+    assert_nothing_written(tmp_path / "out")
