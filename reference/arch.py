@@ -294,7 +294,12 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
     hidden = a.int("hidden_size")
     heads = a.int("num_attention_heads")
     layers = a.int("num_layers")
-    gqa = a.bool("group_query_attention", False) or (a.has("num_query_groups") and a.int("num_query_groups") != heads)
+    # Megatron reads num_query_groups only with --group-query-attention, and records its default
+    # (1) without it: a recorded flag decides. Without the flag, groups other than heads mean GQA.
+    if a.has("group_query_attention"):
+        gqa = a.bool("group_query_attention", False)
+    else:
+        gqa = a.has("num_query_groups") and a.int("num_query_groups") != heads
     groups = a.int("num_query_groups", heads) if gqa else heads
     kv_channels = a.int("kv_channels", hidden // heads)
     swiglu = a.bool("swiglu", False)

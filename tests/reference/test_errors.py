@@ -427,3 +427,13 @@ def test_rope_megatron_cannot_express_is_refused(tmp_path, rope):
         reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
     assert e.value.key == "rope_parameters" and "config.json" in str(e.value)
     assert_nothing_written(tmp_path / "out")
+
+
+def test_query_groups_default_without_the_gqa_flag_is_multi_head(tmp_path):
+    """Megatron records num_query_groups=1 (its default) when --group-query-attention is off,
+    and then ignores it: the model is multi-head, not multi-query."""
+    write_model(gpt2(), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, pp=1, fsync=False)
+    _edit_args(tmp_path / "ckpt", lambda args: args.update(group_query_attention=False, num_query_groups=1))
+    merge(tmp_path / "ckpt", tmp_path / "out", fsync=False)
+    assert (tmp_path / "out/model.safetensors").read_bytes() == (tmp_path / "hf/model.safetensors").read_bytes()
