@@ -312,9 +312,12 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
             key="normalization",
         )
     eps = a.float("norm_epsilon", a.float("layernorm_epsilon", 1e-5))
-    # Megatron before --position-embedding-type recorded rotary embeddings as a flag
-    rotary_flag = a.bool("use_rotary_position_embeddings", False)
-    position = str(a.get("position_embedding_type", "rope" if rotary_flag else "learned_absolute"))
+    # The legacy flag wins, as in Megatron's validate_args (and before --position-embedding-type
+    # existed, it was the only record of rotary embeddings)
+    if a.bool("use_rotary_position_embeddings", False):
+        position = "rope"
+    else:
+        position = str(a.get("position_embedding_type", "learned_absolute"))
     for name, neutral in _UNMODELLED.items():
         if a.get(name, neutral[0]) not in neutral:
             raise UnsupportedModelError(
