@@ -5,8 +5,9 @@ of them optimizer state) takes it about 60 ms, most of a warm merge's time befor
 write. This reader unpickles the same ``data.pkl`` with ``pickle.Unpickler``, whose
 ``find_class`` hands out only
 
-- its own constructors, which build meta tensors from checked numbers
-  (``torch._utils._rebuild_tensor_v2``/``_v3``, ``_rebuild_parameter[_with_state]``; no hooks);
+- its own constructors, which record each tensor's storage and geometry, to be checked and
+  mapped if selected (``torch._utils._rebuild_tensor_v2``/``_v3``,
+  ``_rebuild_parameter[_with_state]``; no hooks);
 - values and types that run nothing of the file's: torch dtypes, the legacy storage types (as
   tokens naming a dtype), ``torch.Size``, ``collections.OrderedDict``, ``io.BytesIO``,
   ``_codecs.encode`` for latin-1 only (how protocol 2 pickles ``bytes``), and
@@ -38,7 +39,6 @@ import types
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -100,7 +100,7 @@ class _StorageType:
 
 # torch.save names a storage by its legacy typed class (torch.BFloat16Storage; older torch
 # versions named a GPU tensor's torch.cuda.BFloat16Storage), or as torch.storage.UntypedStorage
-# (bytes) for the dtypes without one. The device is ignored: tensors are rebuilt on meta and mapped on the CPU.
+# (bytes) for the dtypes without one. The device is ignored: selected tensors are mapped on the CPU.
 _STORAGE_DTYPES: Final[dict[str, torch.dtype]] = {
     "UntypedStorage": torch.uint8,
     "ByteStorage": torch.uint8,
@@ -144,21 +144,24 @@ class _StorageRef:
         raise QuickLoadRefused(f"the pickle sets {name} on a storage")
 
 
-@dataclass(frozen=True, slots=True)
-class _Rebuilt:
-    """A tensor as its constructor checked it: a later BUILD (``Tensor.__setstate__``) could
-    ``set_`` the meta tensor to another geometry, so the mapped view is made from this."""
+class _Lazy:
+    """A tensor as the pickle describes it: storage, dtype and geometry, checked and mapped only
+    if the caller selects it. A rank file holds about 300 tensors, most of them optimizer state
+    that a merge never touches; building each as a tensor took most of the unpickling time.
+    Nothing can be set on it (a BUILD after the constructor is refused)."""
 
-    tensor: torch.Tensor
-    storage: _Storage
-    offset: int
-    size: tuple[int, ...]
-    stride: tuple[int, ...]
+    __slots__ = ("storage", "dtype", "args")
+    storage: _StorageRef
     dtype: torch.dtype
+    args: tuple[Any, ...]  # (storage_offset, size, stride, requires_grad, hooks[, metadata])
 
-    def unchanged(self) -> bool:
-        t = self.tensor
-        return (tuple(t.shape), t.stride(), t.dtype, t.storage_offset()) == (self.size, self.stride, self.dtype, 0)
+    def __init__(self, storage: _StorageRef, dtype: torch.dtype, args: tuple[Any, ...]) -> None:
+        object.__setattr__(self, "storage", storage)
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "args", args)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise QuickLoadRefused(f"the pickle sets {name} on a tensor")
 
 
 class _Unpickler(pickle.Unpickler):
@@ -170,9 +173,6 @@ class _Unpickler(pickle.Unpickler):
         self._opaque = opaque
         self.stand_ins: set[str] = set()
         self.storages: dict[str, _Storage] = {}
-        # id(meta tensor) -> how it was rebuilt. A meta tensor gets no storage of its own
-        # (about 10 us less each; a rank file holds ~300, mostly optimizer state).
-        self.tensors: dict[int, _Rebuilt] = {}
         self._globals: dict[tuple[str, str], Any] = {
             ("torch._utils", "_rebuild_tensor_v2"): _Constructor(self._rebuild_tensor),
             ("torch._utils", "_rebuild_tensor_v3"): _Constructor(self._rebuild_tensor_v3),
@@ -216,62 +216,66 @@ class _Unpickler(pickle.Unpickler):
             raise QuickLoadRefused(f"storage {key} named with two sizes")
         return _StorageRef(storage, kind.dtype)
 
-    def _rebuild_tensor(self, storage: Any, offset: Any, size: Any, stride: Any, *rest: Any) -> torch.Tensor:
+    def _rebuild_tensor(self, storage: Any, *args: Any) -> _Lazy:
         # (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
-        if not (isinstance(storage, _StorageRef) and len(rest) in (2, 3)):
+        if not (isinstance(storage, _StorageRef) and len(args) in (5, 6)):
             raise QuickLoadRefused("a tensor rebuilt from other arguments than torch.save writes")
-        return self._tensor(storage, storage.dtype, offset, size, stride, *rest)
+        return _Lazy(storage, storage.dtype, args)
 
-    def _rebuild_tensor_v3(self, storage: Any, offset: Any, size: Any, stride: Any, *rest: Any) -> torch.Tensor:
+    def _rebuild_tensor_v3(self, storage: Any, *args: Any) -> _Lazy:
         # (untyped storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype[, metadata]):
         # what torch.save writes for the dtypes without a legacy storage class (float8, uint16...)
         if not (
             isinstance(storage, _StorageRef)
             and storage.dtype == torch.uint8
-            and len(rest) in (3, 4)
-            and isinstance(rest[2], torch.dtype)
+            and len(args) in (6, 7)
+            and isinstance(args[5], torch.dtype)
         ):
             raise QuickLoadRefused("a tensor rebuilt from other arguments than torch.save writes")
-        return self._tensor(storage, rest[2], offset, size, stride, rest[0], rest[1], *rest[3:])
+        return _Lazy(storage, args[5], args[:5] + args[6:])
 
-    def _tensor(
-        self, storage: _StorageRef, dtype: torch.dtype, offset: Any, size: Any, stride: Any, *rest: Any
-    ) -> torch.Tensor:
-        if not (
-            _is_count(offset)
-            and _is_shape(size)
-            and _is_shape(stride, signed=True)
-            and len(size) == len(stride)
-            and isinstance(rest[0], bool)
-            and isinstance(rest[1], Mapping)
-            and not rest[1]
-            and (len(rest) == 2 or not rest[2])
-        ):
-            raise QuickLoadRefused("a tensor with hooks, metadata or malformed geometry")
-        numel = storage.storage.nbytes // dtype.itemsize
-        extent = 0 if 0 in size else 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
-        if min(stride, default=0) < 0 or offset + extent > numel:
-            raise MalformedFileError(
-                f"a tensor of size {tuple(size)}, stride {tuple(stride)} at offset {offset} "
-                f"runs past its storage of {numel} elements",
-                path=self._path,
-                key=f"{self._prefix}data/{storage.storage.key}",
-                fix="re-copy the file; it is not what torch.save wrote",
-            )
-        t = torch.empty_strided(size, stride, dtype=dtype, device="meta")
-        self.tensors[id(t)] = _Rebuilt(t, storage.storage, offset, tuple(size), tuple(stride), dtype)
-        return t
-
-    def _rebuild_parameter(self, data: Any, requires_grad: Any, hooks: Any, state: Any = None) -> torch.Tensor:
+    def _rebuild_parameter(self, data: Any, requires_grad: Any, hooks: Any, state: Any = None) -> _Lazy:
         # _rebuild_parameter(data, requires_grad, hooks) and, for a parameter carrying attributes
         # (Megatron's tensor_model_parallel, partition_dim...), ..._with_state(..., state): the
         # state is already unpickled into inert values, and a tensor does not need it.
-        rebuilt = self.tensors.get(id(data))
-        if not (rebuilt is not None and rebuilt.tensor is data and isinstance(hooks, Mapping)):
+        if not (isinstance(data, _Lazy) and isinstance(hooks, Mapping)):
             raise QuickLoadRefused("a parameter that is not a plain tensor")
         if hooks:
             raise QuickLoadRefused("a parameter with hooks")
         return data
+
+
+def _geometry(path: Path, prefix: str, t: _Lazy) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """A selected tensor's (storage offset, size, stride), checked.
+
+    Raises:
+        QuickLoadRefused: Hooks, metadata, or numbers that are not a geometry.
+        MalformedFileError: The tensor runs past its storage.
+    """
+    offset, size, stride, requires_grad, hooks, *metadata = t.args
+    if not (
+        _is_count(offset)
+        and _is_shape(size)
+        and _is_shape(stride, signed=True)
+        and len(size) == len(stride)
+        and isinstance(requires_grad, bool)
+        and isinstance(hooks, Mapping)
+        and not hooks
+        and not (metadata and metadata[0])
+    ):
+        raise QuickLoadRefused("a tensor with hooks, metadata or malformed geometry")
+    record = t.storage.storage
+    numel = record.nbytes // t.dtype.itemsize
+    extent = 0 if 0 in size else 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    if min(stride, default=0) < 0 or offset + extent > numel:
+        raise MalformedFileError(
+            f"a tensor of size {tuple(size)}, stride {tuple(stride)} at offset {offset} "
+            f"runs past its storage of {numel} elements",
+            path=path,
+            key=f"{prefix}data/{record.key}",
+            fix="re-copy the file; it is not what torch.save wrote",
+        )
+    return offset, tuple(size), tuple(stride)
 
 
 def _latin1(text: Any, encoding: Any) -> bytes:
@@ -295,9 +299,10 @@ def quick_load(
     stands_in: Callable[[str], bool],
     opaque: type,
 ) -> tuple[Any, list[str]]:
-    """Unpickle ``path`` (tensors on meta) and map the tensors in the dicts ``select`` returns.
+    """Unpickle ``path`` and map the tensors in the dicts ``select`` returns.
 
-    Returns the object and the sorted stand-in globals it held.
+    Returns the object and the sorted stand-in globals it held. Tensors outside those dicts stay
+    inert descriptions (``_Lazy``): never checked, mapped or read.
 
     Raises:
         QuickLoadRefused: Anything this reader does not handle; read the file with torch instead.
@@ -325,7 +330,7 @@ def quick_load(
     except Exception as e:  # noqa: BLE001 - a malformed zip or pickle raises any type; torch's reader names it
         raise QuickLoadRefused(f"{type(e).__name__}: {e}") from e
     try:
-        _map(path, size, select(obj), unpickler.tensors, records, prefix)
+        _map(path, size, select(obj), records, prefix)
     except (OSError, RuntimeError) as e:  # RuntimeError: torch refusing a view it should not be asked for
         raise QuickLoadRefused(f"cannot map {path}: {e}") from e
     return obj, stand_ins
@@ -335,7 +340,6 @@ def _map(
     path: Path,
     size: int,
     dicts: list[dict[str, Any]],
-    tensors: Mapping[int, _Rebuilt],
     records: Mapping[str, zipfile.ZipInfo],
     prefix: str,
 ) -> None:
@@ -346,22 +350,16 @@ def _map(
             for key, t in list(d.items()):
                 if isinstance(t, _StorageRef):
                     raise QuickLoadRefused(f"{key} is a bare storage")
-                if not isinstance(t, torch.Tensor):
+                if not isinstance(t, _Lazy):
                     continue
-                rebuilt = tensors.get(id(t))
-                if rebuilt is None or rebuilt.tensor is not t:
-                    raise QuickLoadRefused(f"{key} is not a tensor of this archive")
-                if not rebuilt.unchanged():
-                    raise QuickLoadRefused(f"{key} was changed after it was rebuilt")
-                record = rebuilt.storage
+                offset, shape, stride = _geometry(path, prefix, t)
+                record = t.storage.storage
                 start = starts.get(record.key)
                 if start is None:
                     start = starts[record.key] = _data_start(
                         path, f, records, prefix + "data/" + record.key, record.nbytes, size, key
                     )
-                d[key] = file_view(
-                    storage, start, record.nbytes, rebuilt.dtype, rebuilt.offset, rebuilt.size, rebuilt.stride
-                )
+                d[key] = file_view(storage, start, record.nbytes, t.dtype, offset, shape, stride)
 
 
 def file_view(

@@ -150,7 +150,8 @@ def load_pt_mapped(
     path: Path, select: Callable[[Any], list[dict[str, Any]]], *, expect: Sequence[str] | None = None
 ) -> LoadedPickle:
     """``load_pt`` with only the tensors in the dicts ``select(obj)`` returns backed by the file;
-    every other tensor is on the meta device, its bytes never read.
+    every other tensor's bytes are never read (it stays an inert description of the quick
+    reader's, or a meta tensor).
 
     First tried: the quick reader (``_quickload``), Python's C unpickler allowed only inert
     globals and this module's stand-ins, with each selected tensor mapped at the data of the

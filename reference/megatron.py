@@ -71,7 +71,7 @@ def _model_dicts(obj: Any) -> list[dict[str, Any]]:
 
 def _read_rank_file(file: Path, expect: LoadedPickle | None = None) -> LoadedPickle:
     """A rank file with only its model tensors backed by the file (see ``load_pt_mapped``);
-    the optimizer state's tensors stay on the meta device and are never mapped. ``expect``:
+    the optimizer state's tensors are never mapped or read. ``expect``:
     another rank file of the checkpoint, whose foreign globals this one is tried with first."""
     return load_pt_mapped(file, _model_dicts, expect=None if expect is None else expect.stand_ins)
 

@@ -66,11 +66,14 @@ def assert_model_views_of(fast, full):
             continue
         assert got.device.type == "cpu" and got.dtype == t.dtype and got.stride() == t.stride(), key
         assert torch.equal(got, t), key
-    assert all(s["exp_avg"].is_meta for s in fast["optimizer"]["state"].values())
-    assert fast["optimizer"]["fp32_from_fp16_params"][0][0].is_meta
-    assert (
-        fast["optimizer"]["fp32_from_fp16_params"][0][0].shape == full["optimizer"]["fp32_from_fp16_params"][0][0].shape
-    )
+    assert all(unread(s["exp_avg"]) for s in fast["optimizer"]["state"].values())
+    master = fast["optimizer"]["fp32_from_fp16_params"][0][0]
+    assert unread(master) and master.dtype == full["optimizer"]["fp32_from_fp16_params"][0][0].dtype
+
+
+def unread(x):
+    """Optimizer state stays unread: a meta tensor (torch's reader) or an inert description (the quick one)."""
+    return x.is_meta if isinstance(x, torch.Tensor) else type(x).__name__ == "_Lazy"
 
 
 def test_the_quick_reader_maps_model_tensors_and_leaves_the_optimizer_on_meta(rank, monkeypatch):
