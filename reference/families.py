@@ -529,8 +529,16 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
 
     dtype = _DT.get(str(config.get("dtype") or config.get("torch_dtype") or "float32"), torch.float32)
     vocab = int(need("vocab_size"))
-    tied = bool(config.get("tie_word_embeddings", True))
+    # absent, transformers uses the class's default: tied for GPT-2, untied for the others
+    tied = bool(config.get("tie_word_embeddings", fam.name == "gpt2"))
     if fam.name == "gpt2":
+        for key, megatron in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False)):
+            if bool(config.get(key, megatron)) != megatron:
+                raise UnsupportedModelError(
+                    f"{key}={config[key]!r}: attention scores scaled otherwise than by 1/sqrt(head_dim)",
+                    path=source,
+                    key=key,
+                )
         hidden, heads = int(need("n_embd")), int(need("n_head"))
         act = str(config.get("activation_function", "gelu_new"))
         if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
@@ -590,12 +598,12 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
         activation="silu",
         params_dtype=dtype,
     )
-    if config.get("use_sliding_window"):
+    if config.get("use_sliding_window") or (fam.name == "mixtral" and config.get("sliding_window") is not None):
         raise UnsupportedModelError(
             "sliding-window attention has no Megatron counterpart here",
             path=source,
-            key="use_sliding_window",
-            fix="set use_sliding_window to false if the model was trained with full attention",
+            key="sliding_window" if fam.name == "mixtral" else "use_sliding_window",
+            fix="turn sliding windows off in config.json if the model was trained with full attention",
         )
     if fam.name in ("qwen3", "qwen3_moe"):
         if config.get("attention_bias", False):

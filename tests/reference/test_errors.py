@@ -225,8 +225,18 @@ def test_model_without_stock_class(tmp_path):
         (lambda: llama(add_qkv_bias=True), {"use_sliding_window": True}, "use_sliding_window"),
         (lambda: llama(qk_layernorm=True), {"attention_bias": True}, "attention_bias"),
         (lambda: moe(qk_layernorm=True), {"norm_topk_prob": False}, "norm_topk_prob"),
+        (lambda: moe(every=1), {"sliding_window": 4096}, "sliding_window"),
+        (gpt2, {"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
+        (gpt2, {"scale_attn_weights": False}, "scale_attn_weights"),
     ],
-    ids=["qwen2-sliding-window", "qwen3-attention-bias", "qwen3-moe-unnormalised-top-k"],
+    ids=[
+        "qwen2-sliding-window",
+        "qwen3-attention-bias",
+        "qwen3-moe-unnormalised-top-k",
+        "mixtral-sliding-window",
+        "gpt2-inverse-layer-scaling",
+        "gpt2-unscaled-attention",
+    ],
 )
 def test_config_no_megatron_model_computes_names_the_key(tmp_path, arch, edit, key):
     write_model(arch(), tmp_path / "hf")
@@ -437,3 +447,15 @@ def test_query_groups_default_without_the_gqa_flag_is_multi_head(tmp_path):
     _edit_args(tmp_path / "ckpt", lambda args: args.update(group_query_attention=False, num_query_groups=1))
     merge(tmp_path / "ckpt", tmp_path / "out", fsync=False)
     assert (tmp_path / "out/model.safetensors").read_bytes() == (tmp_path / "hf/model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize(("arch", "tied"), [(llama, False), (gpt2, True)], ids=["llama-untied", "gpt2-tied"])
+def test_absent_tie_word_embeddings_means_the_class_default(tmp_path, arch, tied):
+    """transformers fills an absent tie_word_embeddings from the class: GPT-2 ties, the others do not."""
+    write_model(arch(tied=tied), tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf/config.json").read_text())
+    del cfg["tie_word_embeddings"]
+    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=1, pp=1, fsync=False)
+    args = json.loads((tmp_path / "ckpt/release/arguments.json").read_text())
+    assert args["untie_embeddings_and_output_weights"] is not tied
