@@ -45,7 +45,8 @@ HYPERPARAMETER_ARGS: Final[frozenset[str]] = frozenset(
     """add_bias_linear add_qkv_bias bias_activation_fusion bias_gelu_fusion expert_model_parallel_size
     expert_tensor_parallel_size ffn_hidden_size group_query_attention hidden_size kv_channels layernorm_epsilon
     make_vocab_size_divisible_by max_position_embeddings moe_ffn_hidden_size moe_layer_freq moe_router_pre_softmax
-    moe_router_score_function moe_router_topk moe_shared_expert_intermediate_size norm_epsilon normalization
+    moe_router_score_function moe_router_topk moe_shared_expert_intermediate_size moe_shared_expert_gate
+    norm_epsilon normalization
     num_attention_heads num_experts num_layers num_layers_per_virtual_pipeline_stage num_query_groups openai_gelu
     padded_vocab_size params_dtype pipeline_model_parallel_size position_embedding_type qk_layernorm rotary_base
     rotary_interleaved rotary_percent seq_length squared_relu swiglu tensor_model_parallel_size
@@ -121,6 +122,7 @@ class Arch:
     moe_router_pre_softmax: bool = False
     moe_router_score_function: str = "softmax"
     moe_shared_expert_intermediate_size: int = 0
+    moe_shared_expert_gate: bool = False  # a sigmoid gate on the shared experts' output
     activation: str = "gelu"  # "silu" (SwiGLU), "gelu" (erf) or "gelu_tanh"
     params_dtype: torch.dtype = torch.float32
 
@@ -202,6 +204,11 @@ class Arch:
                 moe_router_pre_softmax=self.moe_router_pre_softmax,
                 moe_router_score_function=self.moe_router_score_function,
             )
+            if self.moe_shared_expert_intermediate_size:
+                args.update(
+                    moe_shared_expert_intermediate_size=self.moe_shared_expert_intermediate_size,
+                    moe_shared_expert_gate=self.moe_shared_expert_gate,
+                )
         return args
 
 
@@ -356,6 +363,7 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
     if num_experts:
         moe_layers = _moe_layer_pattern(a.get("moe_layer_freq", 1), layers, source)
     params_dtype = _params_dtype(a)
+    shared = a.int("moe_shared_expert_intermediate_size", 0) if num_experts else 0
     if a.bool("squared_relu", False):
         raise UnsupportedModelError(
             "squared_relu MLPs have no stock transformers equivalent", path=source, key="squared_relu"
@@ -392,7 +400,8 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
         moe_layers=moe_layers,
         moe_router_pre_softmax=a.bool("moe_router_pre_softmax", False),
         moe_router_score_function=str(a.get("moe_router_score_function", "softmax")),
-        moe_shared_expert_intermediate_size=int(a.get("moe_shared_expert_intermediate_size", 0) or 0),
+        moe_shared_expert_intermediate_size=shared,
+        moe_shared_expert_gate=bool(shared) and a.bool("moe_shared_expert_gate", False),
         activation=_activation(a, swiglu),
         params_dtype=params_dtype,
     )

@@ -41,9 +41,9 @@ class KeyMap:
 class Extra:
     """A Hub tensor the class requires that Megatron does not have; always zeros (adds nothing)."""
 
-    hf: str
+    hf: str  # in every MoE layer
     shape: Callable[[Arch], tuple[int, ...]]
-    moe_layers_only: bool = True
+    applies: Callable[[Arch], bool] = lambda arch: True
 
 
 def _attention(prefix: str) -> tuple[KeyMap, ...]:
@@ -153,12 +153,15 @@ def _qk_norm_problems(arch: Arch, *, wanted: bool) -> list[str]:
     return []
 
 
-def _router_problems(arch: Arch) -> list[str]:
+def _router_problems(arch: Arch, *, shared_experts: bool = False) -> list[str]:
+    """``shared_experts``: the class has a shared expert with a sigmoid gate (Qwen2-MoE)."""
     out = []
     if arch.moe_router_score_function != "softmax" or arch.moe_router_pre_softmax:
         out.append("router must be softmax over the top-k logits (moe_router_pre_softmax=false)")
-    if arch.moe_shared_expert_intermediate_size:
+    if arch.moe_shared_expert_intermediate_size and not shared_experts:
         out.append("shared experts")
+    elif arch.moe_shared_expert_intermediate_size and not arch.moe_shared_expert_gate:
+        out.append("shared experts without moe_shared_expert_gate (Qwen2-MoE gates its shared expert)")
     return out
 
 
@@ -173,6 +176,9 @@ class Family:
     keymap: tuple[KeyMap, ...]
     config: Callable[[Arch, torch.dtype], dict[str, Any]]
     extras: tuple[Extra, ...] = ()
+
+    def extras_for(self, arch: Arch) -> list[Extra]:
+        return [e for e in self.extras if e.applies(arch)]
 
     def hf_config(self, arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
         cfg = {"architectures": [self.architecture], "model_type": self.model_type}
@@ -274,7 +280,7 @@ def _mixtral_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
 
 
 def _qwen2_moe_problems(arch: Arch) -> list[str]:
-    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=False) + _router_problems(arch)
+    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=False) + _router_problems(arch, shared_experts=True)
     if not arch.num_experts:
         out.append("no experts")
     if arch.add_bias_linear:
@@ -312,7 +318,7 @@ def _qwen2_moe_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
         **_llama_like(arch),
         "intermediate_size": arch.ffn_hidden_size,
         "moe_intermediate_size": arch.moe_ffn_hidden_size,
-        "shared_expert_intermediate_size": 0,
+        "shared_expert_intermediate_size": arch.moe_shared_expert_intermediate_size,
         "num_experts": arch.num_experts,
         "num_experts_per_tok": arch.moe_router_topk,
         "norm_topk_prob": True,
@@ -388,6 +394,11 @@ def _gpt2_keymap() -> tuple[KeyMap, ...]:
 
 _SHARED: Final = _LP + "mlp.shared_expert"
 
+
+def _no_shared_expert(arch: Arch) -> bool:
+    return not arch.moe_shared_expert_intermediate_size
+
+
 FAMILIES: Final[tuple[Family, ...]] = (
     Family(
         "llama",
@@ -442,14 +453,16 @@ FAMILIES: Final[tuple[Family, ...]] = (
             *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj"),
             KeyMap(_L + "mlp.router.weight", (_LP + "mlp.gate.weight",)),
             *_gated_mlp(_X, _LP + "mlp.experts.{expert}.", "gate_proj", "up_proj", "down_proj"),
+            *_gated_mlp(_L + "mlp.shared_experts.", _SHARED + ".", "gate_proj", "up_proj", "down_proj"),
+            KeyMap(_L + "mlp.shared_experts.gate_weight", (_SHARED + "_gate.weight",)),
         ),
         _qwen2_moe_config,
-        # shared_expert_intermediate_size=0: empty shared expert, adds exactly zero
+        # no shared experts (shared_expert_intermediate_size=0): an empty one, which adds exactly zero
         (
-            Extra(_SHARED + ".gate_proj.weight", lambda a: (0, a.hidden_size)),
-            Extra(_SHARED + ".up_proj.weight", lambda a: (0, a.hidden_size)),
-            Extra(_SHARED + ".down_proj.weight", lambda a: (a.hidden_size, 0)),
-            Extra(_SHARED + "_gate.weight", lambda a: (1, a.hidden_size)),
+            Extra(_SHARED + ".gate_proj.weight", lambda a: (0, a.hidden_size), _no_shared_expert),
+            Extra(_SHARED + ".up_proj.weight", lambda a: (0, a.hidden_size), _no_shared_expert),
+            Extra(_SHARED + ".down_proj.weight", lambda a: (a.hidden_size, 0), _no_shared_expert),
+            Extra(_SHARED + "_gate.weight", lambda a: (1, a.hidden_size), _no_shared_expert),
         ),
     ),
     Family(
@@ -637,10 +650,7 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
             **common,
         )
     # qwen2_moe, qwen3_moe
-    if int(config.get("shared_expert_intermediate_size", 0) or 0):
-        raise UnsupportedModelError(
-            "shared experts have no Megatron counterpart here", path=source, key="shared_expert_intermediate_size"
-        )
+    shared = int(config.get("shared_expert_intermediate_size", 0) or 0) if fam.name == "qwen2_moe" else 0
     if not config.get("norm_topk_prob", False):
         raise UnsupportedModelError("norm_topk_prob=false routing", path=source, key="norm_topk_prob")
     dense = set(config.get("mlp_only_layers") or [])
@@ -654,6 +664,8 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
         moe_router_topk=int(need("num_experts_per_tok")),
         moe_ffn_hidden_size=int(need("moe_intermediate_size")),
         moe_layers=pattern,
+        moe_shared_expert_intermediate_size=shared,
+        moe_shared_expert_gate=bool(shared),  # Qwen2-MoE always gates its shared expert
         **common,
     )
 
@@ -706,6 +718,8 @@ CONFIG_KEYS: Final[dict[str, dict[str, str]]] = {
         "moe_router_topk": "num_experts_per_tok",
         "moe_layers": "mlp_only_layers",
         "add_qkv_bias": "qkv_bias",
+        "moe_shared_expert_intermediate_size": "shared_expert_intermediate_size",
+        "moe_shared_expert_gate": "shared_expert_intermediate_size",
     },
     "gpt2": {
         **_COMMON_KEYS,
@@ -744,6 +758,8 @@ _COMPARED: Final = (
     "moe_router_topk",
     "moe_ffn_hidden_size",
     "moe_layers",
+    "moe_shared_expert_intermediate_size",
+    "moe_shared_expert_gate",
     "activation",
     "params_dtype",
 )

@@ -14,7 +14,18 @@ import torch.nn.functional as F
 
 from .arch import Arch
 
-__all__ = ["reference_logits", "rope_cos_sin", "apply_rope", "norm", "mlp_act", "attention", "qk_norm", "route", "moe"]
+__all__ = [
+    "reference_logits",
+    "rope_cos_sin",
+    "apply_rope",
+    "norm",
+    "mlp_act",
+    "attention",
+    "qk_norm",
+    "route",
+    "moe",
+    "shared_expert",
+]
 
 Getter = Callable[[str], torch.Tensor]
 # (query norm weight, its bias, key norm weight, its bias); biases only with LayerNorm
@@ -139,6 +150,16 @@ def moe(arch: Arch, get: Getter, prefix: str, h: torch.Tensor, experts: range | 
     return out
 
 
+def shared_expert(arch: Arch, get: Getter, prefix: str, h: torch.Tensor) -> torch.Tensor:
+    """The shared experts' output beside the routed ones: a dense MLP on every token, scaled by
+    ``sigmoid(h . gate_weight)`` with ``moe_shared_expert_gate`` (Megatron's SharedExpertMLP)."""
+    p = prefix + "shared_experts."
+    y = F.linear(mlp_act(arch, F.linear(h, get(p + "linear_fc1.weight"))), get(p + "linear_fc2.weight"))
+    if arch.moe_shared_expert_gate:
+        y = y * torch.sigmoid(F.linear(h, get(p + "gate_weight")))
+    return y
+
+
 def reference_logits(arch: Arch, get: Getter, input_ids: torch.Tensor) -> torch.Tensor:
     """Logits [B, T, vocab] of the model whose canonical weights ``get`` returns.
 
@@ -168,7 +189,10 @@ def reference_logits(arch: Arch, get: Getter, input_ids: torch.Tensor) -> torch.
         x = x + _linear(g, p + "self_attention.linear_proj", ctx, arch.add_bias_linear)
         h = norm(arch, x, g(p + "pre_mlp_layernorm.weight"), g(p + "pre_mlp_layernorm.bias") if nb else None)
         if arch.is_moe_layer(layer):
-            x = x + moe(arch, g, p + "mlp.", h)
+            y = moe(arch, g, p + "mlp.", h)
+            if arch.moe_shared_expert_intermediate_size:
+                y = y + shared_expert(arch, g, p + "mlp.", h)
+            x = x + y
         else:
             a = mlp_act(arch, _linear(g, p + "mlp.linear_fc1", h, arch.add_bias_linear))
             x = x + _linear(g, p + "mlp.linear_fc2", a, arch.add_bias_linear)

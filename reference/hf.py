@@ -92,7 +92,7 @@ def _plan(src: Source, family: Family) -> list[_Unit]:
         if layer is not None and layer != last_layer:
             last_layer = layer
             if src.arch.is_moe_layer(layer):
-                for extra in family.extras:
+                for extra in family.extras_for(src.arch):
                     units.append(
                         _Unit(None, (extra.hf.replace("{layer}", str(layer)),), (extra.shape(src.arch),), meta.dtype)
                     )
@@ -345,7 +345,7 @@ class HFSource(ReadUpFront, InFileMappings):
             e.hf.replace("{layer}", str(layer))
             for layer in range(self.arch.num_layers)
             if self.arch.is_moe_layer(layer)
-            for e in self.family.extras
+            for e in self.family.extras_for(self.arch)
         }
         present = set(self._where)
         missing = sorted(set(expected) - present)

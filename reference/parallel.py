@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from ._safeload import Opaque, load_pt
 from .arch import Arch, Layout
 from .errors import ReleaseError
-from .forward import attention, mlp_act, moe, norm, qk_norm, rope_cos_sin
+from .forward import attention, mlp_act, moe, norm, qk_norm, rope_cos_sin, shared_expert
 from .megatron import MegatronSource, flatten_state
 from .rows import Rows
 from .safetensors_io import SafetensorsFile, header_for, write_rows
@@ -190,6 +190,9 @@ class _Rank:
         if a.is_moe_layer(i):
             experts = range(self.me.ep * self.n_local, (self.me.ep + 1) * self.n_local)
             y = moe(a, self._expert_getter(), p + "mlp.", h, experts)
+            if a.moe_shared_expert_intermediate_size and self.me.ep == 0:
+                # split over TP, replicated over EP: the stage's sum counts EP rank 0's partials only
+                y = y + shared_expert(a, self.get, p + "mlp.", h)
             return x + self._allreduce(y, self.groups.stage)
         act = mlp_act(a, F.linear(h, w[p + "mlp.linear_fc1.weight"], w.get(p + "mlp.linear_fc1.bias")))
         y = self._allreduce(F.linear(act, w[p + "mlp.linear_fc2.weight"]), self.groups.tp)

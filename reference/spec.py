@@ -78,6 +78,8 @@ class Needs(enum.Enum):
     DENSE_MLP_BIAS = "dense_mlp_bias"
     MOE = "moe"  # a layer with experts
     MOE_BIAS = "moe_bias"
+    SHARED_EXPERT = "shared_expert"  # a layer with experts and a shared expert beside them
+    SHARED_EXPERT_GATE = "shared_expert_gate"  # ... whose output a sigmoid gate scales
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,30 @@ RULES: Final[tuple[ParamRule, ...]] = (
     ParamRule(_X + "linear_fc1.bias", Split.COLUMN, Scope.EXPERT, ("moe_in",), Needs.MOE_BIAS, Fused.GATED),
     ParamRule(_X + "linear_fc2.weight", Split.ROW, Scope.EXPERT, ("hidden", "moe_ffn"), Needs.MOE),
     ParamRule(_X + "linear_fc2.bias", Split.REPLICATED, Scope.EXPERT, ("hidden",), Needs.MOE_BIAS),
+    # Shared experts: a dense MLP on every EP rank, split over TP like the dense one (no biases:
+    # Megatron refuses them), and optionally a sigmoid gate scaling its output.
+    ParamRule(
+        _L + "mlp.shared_experts.linear_fc1.weight",
+        Split.COLUMN,
+        Scope.LAYER,
+        ("shared_in", "hidden"),
+        Needs.SHARED_EXPERT,
+        Fused.GATED,
+    ),
+    ParamRule(
+        _L + "mlp.shared_experts.linear_fc2.weight",
+        Split.ROW,
+        Scope.LAYER,
+        ("hidden", "shared_ffn"),
+        Needs.SHARED_EXPERT,
+    ),
+    ParamRule(
+        _L + "mlp.shared_experts.gate_weight",
+        Split.REPLICATED,
+        Scope.LAYER,
+        ("one", "hidden"),
+        Needs.SHARED_EXPERT_GATE,
+    ),
     ParamRule("decoder.final_layernorm.weight", Split.REPLICATED, Scope.LAST, ("hidden",)),
     ParamRule("decoder.final_layernorm.bias", Split.REPLICATED, Scope.LAST, ("hidden",), Needs.NORM_BIAS),
     ParamRule("output_layer.weight", Split.VOCAB, Scope.LAST, ("vocab", "hidden"), Needs.UNTIED),
@@ -307,6 +333,8 @@ def _present(needs: Needs, arch: Arch, layer: int | None) -> bool:
         Needs.DENSE_MLP_BIAS: not moe and arch.add_bias_linear,
         Needs.MOE: moe,
         Needs.MOE_BIAS: moe and arch.add_bias_linear,
+        Needs.SHARED_EXPERT: moe and arch.moe_shared_expert_intermediate_size > 0,
+        Needs.SHARED_EXPERT_GATE: moe and arch.moe_shared_expert_intermediate_size > 0 and arch.moe_shared_expert_gate,
     }
     return checks[needs]
 
@@ -359,5 +387,8 @@ def expected_shape(rule: ParamRule, arch: Arch, *, padded_vocab: int | None = No
         "moe_ffn": arch.moe_ffn_hidden_size,
         "moe_in": gated * arch.moe_ffn_hidden_size,
         "experts": arch.num_experts,
+        "shared_ffn": arch.moe_shared_expert_intermediate_size,
+        "shared_in": gated * arch.moe_shared_expert_intermediate_size,
+        "one": 1,
     }
     return tuple(dims[d] for d in rule.shape)

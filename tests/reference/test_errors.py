@@ -459,3 +459,17 @@ def test_absent_tie_word_embeddings_means_the_class_default(tmp_path, arch, tied
     reshard(tmp_path / "hf", tmp_path / "ckpt", tp=1, pp=1, fsync=False)
     args = json.loads((tmp_path / "ckpt/release/arguments.json").read_text())
     assert args["untie_embeddings_and_output_weights"] is not tied
+
+
+def test_ungated_shared_experts_are_refused(tmp_path):
+    """Qwen2-MoE always scales its shared expert by a sigmoid gate: without Megatron's
+    moe_shared_expert_gate no stock class computes the model."""
+    from vla_reference import write_hf
+    from vla_reference.synthetic import DictSource, random_weights
+
+    arch = moe(moe_shared_expert_intermediate_size=24, moe_shared_expert_gate=False)
+    with pytest.raises(
+        UnsupportedModelError, match=r"Qwen2MoeForCausalLM: shared experts without moe_shared_expert_gate"
+    ):
+        write_hf(DictSource(arch, random_weights(arch)), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -23,6 +23,10 @@ CASES = {
     "qk-layernorm": (llama(qk_layernorm=True, tied=True), "Qwen3ForCausalLM"),
     "moe-qk-layernorm": (moe(every=2, qk_layernorm=True), "Qwen3MoeForCausalLM"),
     "moe-every-layer-qk-layernorm": (moe(every=1, qk_layernorm=True), "Qwen3MoeForCausalLM"),
+    "moe-shared-expert": (
+        moe(every=2, moe_shared_expert_intermediate_size=24, moe_shared_expert_gate=True),
+        "Qwen2MoeForCausalLM",
+    ),
     # kv_channels 8, base 1e6: wavelengths 6, 199, 6283 (blended) and 198692 (slowed) positions
     "llama3-rope-scaling": (llama(rope_scaling_factor=8.0, rotary_base=1e6), "LlamaForCausalLM"),
     "rope-interpolation": (llama(rotary_seq_len_interpolation_factor=4.0), "LlamaForCausalLM"),

@@ -24,6 +24,12 @@ CASES = {
     "gpt2-tp2-pp2-tied": (gpt2(), 2, 2, 1),
     "moe-tp2-pp2-ep2": (moe(every=2), 2, 2, 2),
     "mixtral-ep2": (moe(every=1), 1, 1, 2),
+    "shared-expert-tp2-pp2-ep2": (
+        moe(every=2, moe_shared_expert_intermediate_size=24, moe_shared_expert_gate=True),
+        2,
+        2,
+        2,
+    ),
     "qk-layernorm-groups-lt-tp": (llama(num_query_groups=2, qk_layernorm=True), 4, 1, 1),
     "qkv-bias-tp2-pp2": (llama(add_qkv_bias=True), 2, 2, 1),
 }

@@ -51,6 +51,9 @@ def configs(draw):
             arch = llama(swiglu=True, add_qkv_bias=qkv_bias, **kw)
             ep = 1
         else:
+            # a gated shared expert (Qwen2-MoE) only where no qk_layernorm asks for Qwen3-MoE
+            if family == "moe" and not kw["qk_layernorm"] and draw(st.booleans()):
+                kw.update(moe_shared_expert_intermediate_size=24, moe_shared_expert_gate=True)
             arch = moe(every=2 if family == "moe" else 1, **kw)
             ep = draw(st.sampled_from([1, 2]))
     arch = dataclasses.replace(arch, vocab_size=vocab, padded_vocab_size=vocab)

@@ -225,6 +225,11 @@ CASES = {
     "moe-qk-layernorm-per-layer": dict(
         arch=lambda: moe(every=2, qk_layernorm=True), dtype=torch.float32, stacked=False
     ),
+    "shared-expert-per-layer": dict(
+        arch=lambda: moe(every=2, moe_shared_expert_intermediate_size=24, moe_shared_expert_gate=True),
+        dtype=torch.float32,
+        stacked=False,
+    ),
     "qkv-bias-stacked": dict(arch=lambda: llama(add_qkv_bias=True), dtype=torch.float32, stacked=True),
     "gpt2-tied-namespace-args": dict(arch=lambda: gpt2(), dtype=torch.float32, stacked=True, namespace=True),
     # DCP's default save planner packs objects once more than Megatron's does
