@@ -8,9 +8,10 @@ Megatron's own, with underscores or hyphens.
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -19,7 +20,16 @@ import torch
 
 from .errors import LayoutError, UnsupportedModelError
 
-__all__ = ["Arch", "Layout", "arch_from_args", "layout_from_args", "padded_vocab_size", "HYPERPARAMETER_ARGS"]
+__all__ = [
+    "Arch",
+    "Layout",
+    "Params",
+    "arch_from_args",
+    "check_relations",
+    "layout_from_args",
+    "padded_vocab_size",
+    "HYPERPARAMETER_ARGS",
+]
 
 # Arguments that change what the model computes in ways no stock class reproduces, with the
 # values that leave it unchanged (what Megatron records when they are off). Any other value
@@ -222,12 +232,31 @@ def padded_vocab_size(vocab: int, divisible_by: int, tp: int) -> int:
     return int(math.ceil(vocab / multiple) * multiple)
 
 
-class _Args:
-    """Typed access to a Megatron argument mapping, with hyphen/underscore aliases."""
+# Bounds on hyperparameters read from a release: beyond them no real model lies, and a value
+# past them (1e30 experts, say) would make the converter enumerate or allocate without end.
+MAX_DIM: Final = 2**31 - 1  # a width, a vocabulary, a context length
+MAX_COUNT: Final = 100_000  # layers and experts, which the converter enumerates
 
-    def __init__(self, raw: Mapping[str, Any], source: Path) -> None:
+
+class Params:
+    """Typed, checked access to hyperparameters: Megatron's arguments (hyphen or underscore
+    names) or a config.json. A value of the wrong type, not finite, or out of range is a
+    LayoutError naming the file and the key."""
+
+    def __init__(
+        self,
+        raw: Mapping[str, Any],
+        source: Path,
+        *,
+        noun: str = "argument",
+        fix: str | None = None,
+        prefix: str = "",
+    ) -> None:
         self._raw = {k.replace("-", "_"): v for k, v in raw.items()}
         self.source = source
+        self._noun = noun
+        self._prefix = prefix  # before each key named in an error: where a nested object sits
+        self._fix = fix or "record the training arguments (Megatron writes them as 'args' or arguments.json)"
 
     def get(self, name: str, default: Any = None) -> Any:
         value = self._raw.get(name, default)
@@ -236,50 +265,104 @@ class _Args:
     def has(self, name: str) -> bool:
         return self._raw.get(name) is not None
 
-    def int(self, name: str, default: int | None = None) -> int:
+    def _bad(self, name: str, value: Any, expected: str) -> LayoutError:
+        key = self._prefix + name
+        return LayoutError(f"{self._noun} {key!r} is {value!r}, expected {expected}", path=self.source, key=key)
+
+    def _missing(self, name: str) -> LayoutError:
+        key = self._prefix + name
+        return LayoutError(f"required {self._noun} {key!r} is missing", path=self.source, key=key, fix=self._fix)
+
+    def int(self, name: str, default: int | None = None, *, minimum: int = 1, maximum: int = MAX_DIM) -> int:
         value = self.get(name, default)
         if value is None:
-            raise LayoutError(
-                f"required argument {name!r} is missing",
-                path=self.source,
-                key=name,
-                fix="record the training arguments (Megatron writes them as 'args' or arguments.json)",
-            )
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise LayoutError(f"argument {name!r} is {value!r}, expected an integer", path=self.source, key=name)
+            raise self._missing(name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or int(value) != value
+        ):
+            raise self._bad(name, value, "an integer")
+        if not minimum <= int(value) <= maximum:
+            raise self._bad(name, value, f"an integer from {minimum} to {maximum}")
         return int(value)
 
-    def float(self, name: str, default: float) -> float:
+    def float(self, name: str, default: float | None, *, positive: bool = False) -> float:
         value = self.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LayoutError(f"argument {name!r} is {value!r}, expected a number", path=self.source, key=name)
+        if value is None:
+            raise self._missing(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self._bad(name, value, "a finite number")
+        if positive and value <= 0:
+            raise self._bad(name, value, "a number above 0")
+        if value < 0:
+            raise self._bad(name, value, "a number of at least 0")
         return float(value)
 
     def bool(self, name: str, default: bool) -> bool:
         value = self.get(name, default)
         if not isinstance(value, bool):
-            raise LayoutError(
-                f"argument {name!r} is {value!r}, expected true or false",
-                path=self.source,
-                key=name,
-            )
+            raise self._bad(name, value, "true or false")
         return value
+
+    def str(self, name: str, default: str) -> str:
+        value = self.get(name, default)
+        if not isinstance(value, str):
+            raise self._bad(name, value, "a string")
+        return value
+
+    def ints(self, name: builtins.str, *, below: builtins.int) -> list[builtins.int]:
+        """A list of integers from 0 to ``below - 1`` (absent: empty)."""
+        value = self.get(name, [])
+        if not (isinstance(value, list) and all(type(v) is int and 0 <= v < below for v in value)):
+            raise self._bad(name, value, f"a list of integers from 0 to {below - 1}")
+        return list(value)
+
+
+def check_relations(arch: Arch, *, source: Path, key: Callable[[str], str]) -> None:
+    """What every model's hyperparameters satisfy together; ``key`` names a field's argument
+    or config key in the LayoutError.
+
+    Example:
+        >>> check_relations(Arch(num_layers=1, hidden_size=8, ffn_hidden_size=8, num_attention_heads=4,
+        ...     num_query_groups=3, kv_channels=2, padded_vocab_size=8), source=Path("args"), key=str)
+        Traceback (most recent call last):
+        ...
+        vla_reference.errors.LayoutError: 4 attention heads do not split into 3 query groups [args:num_query_groups]
+    """
+    heads, groups = arch.num_attention_heads, arch.num_query_groups
+    if heads % groups:
+        raise LayoutError(
+            f"{heads} attention heads do not split into {groups} query groups", path=source, key=key("num_query_groups")
+        )
+    if arch.num_experts and not 1 <= arch.moe_router_topk <= arch.num_experts:
+        raise LayoutError(
+            f"top-{arch.moe_router_topk} routing over {arch.num_experts} experts",
+            path=source,
+            key=key("moe_router_topk"),
+        )
 
 
 def layout_from_args(raw: Mapping[str, Any], *, source: Path) -> Layout:
     """The parallel layout recorded in Megatron's arguments."""
-    a = _Args(raw, source)
-    etp = a.get("expert_tensor_parallel_size")
-    vpp = a.get("virtual_pipeline_model_parallel_size")
+    a = Params(raw, source)
+    count = {"maximum": MAX_COUNT}
+    etp = a.int("expert_tensor_parallel_size", **count) if a.has("expert_tensor_parallel_size") else None
+    vpp = (
+        a.int("virtual_pipeline_model_parallel_size", **count)
+        if a.has("virtual_pipeline_model_parallel_size")
+        else None
+    )
     if vpp is None and a.has("num_layers_per_virtual_pipeline_stage"):
-        per_chunk = a.int("num_layers_per_virtual_pipeline_stage")
-        vpp = a.int("num_layers") // (per_chunk * a.int("pipeline_model_parallel_size", 1))
+        per_chunk = a.int("num_layers_per_virtual_pipeline_stage", **count)
+        vpp = a.int("num_layers", **count) // (per_chunk * a.int("pipeline_model_parallel_size", 1, **count))
     return Layout(
-        tp=a.int("tensor_model_parallel_size", 1),
-        pp=a.int("pipeline_model_parallel_size", 1),
-        ep=a.int("expert_model_parallel_size", 1),
-        etp=int(etp) if etp is not None else None,
-        vpp=int(vpp) if vpp else 1,
+        tp=a.int("tensor_model_parallel_size", 1, **count),
+        pp=a.int("pipeline_model_parallel_size", 1, **count),
+        ep=a.int("expert_model_parallel_size", 1, **count),
+        etp=etp,
+        vpp=vpp or 1,
     )
 
 
@@ -297,10 +380,10 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
         >>> arch.ffn_hidden_size, arch.kv_channels
         (256, 16)
     """
-    a = _Args(raw, source)
+    a = Params(raw, source)
     hidden = a.int("hidden_size")
     heads = a.int("num_attention_heads")
-    layers = a.int("num_layers")
+    layers = a.int("num_layers", maximum=MAX_COUNT)
     # Megatron reads num_query_groups only with --group-query-attention, and records its default
     # (1) without it: a recorded flag decides. Without the flag, groups other than heads mean GQA.
     if a.has("group_query_attention"):
@@ -308,7 +391,7 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
     else:
         gqa = a.has("num_query_groups") and a.int("num_query_groups") != heads
     groups = a.int("num_query_groups", heads) if gqa else heads
-    kv_channels = a.int("kv_channels", hidden // heads)
+    kv_channels = a.int("kv_channels", max(hidden // heads, 1))
     swiglu = a.bool("swiglu", False)
     ffn = a.int("ffn_hidden_size", 4 * hidden if not swiglu else None)
     normalization = str(a.get("normalization", "LayerNorm"))
@@ -337,9 +420,7 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
     interpolation = a.get("rotary_seq_len_interpolation_factor")
     divisible = a.int("make_vocab_size_divisible_by", 128)
     layout = layout_from_args(raw, source=source)
-    true_vocab = vocab_size if vocab_size is not None else a.get("vocab_size")
-    if true_vocab is not None:
-        true_vocab = int(true_vocab)
+    true_vocab = vocab_size if vocab_size is not None else a.int("vocab_size") if a.has("vocab_size") else None
     if a.has("padded_vocab_size"):
         padded = a.int("padded_vocab_size")
     elif true_vocab is not None:
@@ -358,17 +439,17 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
             key="padded_vocab_size",
             fix="pass the vocabulary size of the tokenizer the model was trained with",
         )
-    num_experts = int(a.get("num_experts", 0) or 0)
+    num_experts = a.int("num_experts", 0, minimum=0, maximum=MAX_COUNT)
     moe_layers: tuple[bool, ...] = ()
     if num_experts:
         moe_layers = _moe_layer_pattern(a.get("moe_layer_freq", 1), layers, source)
     params_dtype = _params_dtype(a)
-    shared = a.int("moe_shared_expert_intermediate_size", 0) if num_experts else 0
+    shared = a.int("moe_shared_expert_intermediate_size", 0, minimum=0) if num_experts else 0
     if a.bool("squared_relu", False):
         raise UnsupportedModelError(
             "squared_relu MLPs have no stock transformers equivalent", path=source, key="squared_relu"
         )
-    return Arch(
+    arch = Arch(
         num_layers=layers,
         hidden_size=hidden,
         ffn_hidden_size=ffn,
@@ -383,12 +464,12 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
         swiglu=swiglu,
         position_embedding_type=position,
         max_position_embeddings=a.int("max_position_embeddings", a.int("seq_length", 2048)),
-        rotary_base=a.float("rotary_base", 10000.0),
-        rotary_percent=a.float("rotary_percent", 1.0),
+        rotary_base=a.float("rotary_base", 10000.0, positive=True),
+        rotary_percent=a.float("rotary_percent", 1.0, positive=True),
         rotary_interleaved=a.bool("rotary_interleaved", False),
         rope_scaling_factor=_rope_scaling_factor(a),
         rotary_seq_len_interpolation_factor=(
-            a.float("rotary_seq_len_interpolation_factor", 1.0) if interpolation is not None else None
+            a.float("rotary_seq_len_interpolation_factor", 1.0, positive=True) if interpolation is not None else None
         ),
         tied=not a.bool("untie_embeddings_and_output_weights", False),
         add_bias_linear=a.bool("add_bias_linear", True),
@@ -405,17 +486,19 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
         activation=_activation(a, swiglu),
         params_dtype=params_dtype,
     )
+    check_relations(arch, source=source, key=str)
+    return arch
 
 
-def _rope_scaling_factor(a: _Args) -> float | None:
+def _rope_scaling_factor(a: Params) -> float | None:
     """Megatron's Llama 3.x scaling factor (``rope_scaling_factor``, earlier
     ``rotary_scaling_factor``; default 8), or None when ``use_rope_scaling`` is off."""
     if not a.bool("use_rope_scaling", False):
         return None
-    return a.float("rope_scaling_factor", a.float("rotary_scaling_factor", 8.0))
+    return a.float("rope_scaling_factor", a.float("rotary_scaling_factor", 8.0, positive=True), positive=True)
 
 
-def _activation(a: _Args, swiglu: bool) -> str:
+def _activation(a: Params, swiglu: bool) -> str:
     """Exact (erf) or tanh GELU: Megatron's fused bias-GELU (on by default) is the tanh one."""
     if swiglu:
         return "silu"
@@ -423,7 +506,7 @@ def _activation(a: _Args, swiglu: bool) -> str:
     return "gelu_tanh" if a.bool("openai_gelu", False) or fused else "gelu"
 
 
-def _params_dtype(a: _Args) -> torch.dtype:
+def _params_dtype(a: Params) -> torch.dtype:
     value = a.get("params_dtype")
     if isinstance(value, torch.dtype):
         return value

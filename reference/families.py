@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import torch
 
-from .arch import Arch
+from .arch import MAX_COUNT, Arch, Params, check_relations
 from .codecs import GATED_SPLIT, GPT2_QKV, GPT2_QKV_BIAS, IDENTITY, QKV_SPLIT, TRANSPOSE, Codec
 from .errors import LayoutError, UnsupportedModelError
 from .spec import format_key
@@ -500,6 +500,10 @@ def family_for_arch(arch: Arch) -> Family:
 
 def family_for_config(config: Mapping[str, Any], *, source: Any = None) -> Family:
     archs = config.get("architectures") or []
+    if not (isinstance(archs, list) and all(isinstance(a, str) for a in archs)):
+        raise LayoutError(
+            f"architectures is {archs!r}, expected a list of class names", path=source, key="architectures"
+        )
     for fam in FAMILIES:
         if fam.architecture in archs or config.get("model_type") == fam.model_type:
             return fam
@@ -514,104 +518,102 @@ def family_for_config(config: Mapping[str, Any], *, source: Any = None) -> Famil
 _DT: Final = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _rope_of(config: Mapping[str, Any], source: Any) -> Mapping[str, Any]:
-    """The RoPE settings: ``rope_parameters`` (transformers 5), or ``rope_scaling`` as earlier
-    versions wrote it, beside ``rope_theta``."""
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    if not isinstance(rope, Mapping):
-        raise UnsupportedModelError(f"rope settings {rope!r} are not an object", path=source, key="rope_parameters")
-    try:
-        for k in ("factor", *LLAMA3_ROPE):
-            if k in rope:
-                float(rope[k])
-    except (TypeError, ValueError) as e:
-        raise UnsupportedModelError(f"rope settings {dict(rope)}: {e}", path=source, key="rope_parameters") from e
-    if rope.get("rope_type", rope.get("type")) in ("llama3", "linear") and "factor" not in rope:
-        raise UnsupportedModelError(f"rope settings {dict(rope)} lack 'factor'", path=source, key="rope_parameters")
-    return rope
+def _rope_of(c: Params, default_theta: float) -> tuple[float, dict[str, float]]:
+    """RoPE's base and the Arch fields of its scaling, from ``rope_parameters`` (transformers 5),
+    or ``rope_scaling`` beside ``rope_theta`` as earlier versions wrote them."""
+    raw = c.get("rope_parameters") or c.get("rope_scaling") or {}
+    key = "rope_parameters" if c.has("rope_parameters") else "rope_scaling"
+    if not isinstance(raw, Mapping):
+        raise LayoutError(f"{key} is {raw!r}, expected an object", path=c.source, key=key)
+    rope = Params(raw, c.source, noun="config.json value", prefix=f"{key}.")
+    theta = rope.float("rope_theta", c.float("rope_theta", default_theta, positive=True), positive=True)
+    rope_type = rope.str("rope_type", rope.str("type", "default"))
+    if rope_type == "default":
+        return theta, {}
+    if rope_type == "llama3" and all(k in raw and rope.float(k, 0.0) == v for k, v in LLAMA3_ROPE.items()):
+        return theta, {"rope_scaling_factor": rope.float("factor", None, positive=True)}
+    if rope_type == "linear":
+        return theta, {"rotary_seq_len_interpolation_factor": rope.float("factor", None, positive=True)}
+    raise UnsupportedModelError(
+        f"rope_type {rope_type!r} with {dict(raw)} has no Megatron counterpart (default, linear, and "
+        f"llama3 with {LLAMA3_ROPE} have)",
+        path=c.source,
+        key=key,
+    )
 
 
 def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[Family, Arch]:
-    """Read an inference config.json back into the model it describes."""
+    """Read an inference config.json back into the model it describes.
+
+    Every value is type- and range-checked: a wrong one is a LayoutError naming the key.
+    """
     fam = family_for_config(config, source=source)
+    c = Params(config, source, noun="config.json value", fix="the config and the weights must describe the same model")
+    arch = _arch_from_config(fam, c)
+    keys = CONFIG_KEYS[fam.name]
+    check_relations(arch, source=source, key=lambda field: keys.get(field, field))
+    return fam, arch
 
-    def need(name: str) -> Any:
-        if name not in config or config[name] is None:
-            raise LayoutError(f"config has no {name!r}", path=source, key=name)
-        return config[name]
 
-    dtype = _DT.get(str(config.get("dtype") or config.get("torch_dtype") or "float32"), torch.float32)
-    vocab = int(need("vocab_size"))
+def _arch_from_config(fam: Family, c: Params) -> Arch:
+    source = c.source
+    dtype = _DT.get(str(c.get("dtype") or c.get("torch_dtype") or "float32"), torch.float32)
+    vocab = c.int("vocab_size")
     # absent, transformers uses the class's default: tied for GPT-2, untied for the others
-    tied = bool(config.get("tie_word_embeddings", fam.name == "gpt2"))
+    tied = c.bool("tie_word_embeddings", fam.name == "gpt2")
     if fam.name == "gpt2":
         for key, megatron in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False)):
-            if bool(config.get(key, megatron)) != megatron:
+            if c.bool(key, megatron) != megatron:
                 raise UnsupportedModelError(
-                    f"{key}={config[key]!r}: attention scores scaled otherwise than by 1/sqrt(head_dim)",
+                    f"{key}={c.get(key)!r}: attention scores scaled otherwise than by 1/sqrt(head_dim)",
                     path=source,
                     key=key,
                 )
-        hidden, heads = int(need("n_embd")), int(need("n_head"))
-        act = str(config.get("activation_function", "gelu_new"))
+        hidden, heads = c.int("n_embd"), c.int("n_head", maximum=c.int("n_embd"))
+        act = c.str("activation_function", "gelu_new")
         if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
             raise UnsupportedModelError(f"activation_function {act!r}", path=source, key="activation_function")
-        arch = Arch(
-            num_layers=int(need("n_layer")),
+        return Arch(
+            num_layers=c.int("n_layer", maximum=MAX_COUNT),
             hidden_size=hidden,
-            ffn_hidden_size=int(config.get("n_inner") or 4 * hidden),
+            ffn_hidden_size=c.int("n_inner", 4 * hidden),
             num_attention_heads=heads,
             num_query_groups=heads,
             kv_channels=hidden // heads,
             padded_vocab_size=vocab,
             vocab_size=vocab,
             normalization="LayerNorm",
-            norm_epsilon=float(config.get("layer_norm_epsilon", 1e-5)),
+            norm_epsilon=c.float("layer_norm_epsilon", 1e-5),
             position_embedding_type="learned_absolute",
-            max_position_embeddings=int(need("n_positions")),
+            max_position_embeddings=c.int("n_positions"),
             tied=tied,
             add_bias_linear=True,
             activation="gelu" if act == "gelu" else "gelu_tanh",
             params_dtype=dtype,
         )
-        return fam, arch
-    hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
-    rope = _rope_of(config, source)
-    theta = float(rope.get("rope_theta", config.get("rope_theta", 1e6 if fam.name == "mixtral" else 1e4)))
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    scaling: dict[str, Any] = {}
-    if rope_type == "llama3" and all(float(rope.get(k, -1)) == v for k, v in LLAMA3_ROPE.items()):
-        scaling["rope_scaling_factor"] = float(rope["factor"])
-    elif rope_type == "linear":
-        scaling["rotary_seq_len_interpolation_factor"] = float(rope["factor"])
-    elif rope_type != "default":
-        raise UnsupportedModelError(
-            f"rope_type {rope_type!r} with {dict(rope)} has no Megatron counterpart (default, linear, and "
-            f"llama3 with {LLAMA3_ROPE} have)",
-            path=source,
-            key="rope_parameters",
-        )
-    layers = int(need("num_hidden_layers"))
+    hidden, heads = c.int("hidden_size"), c.int("num_attention_heads")
+    theta, scaling = _rope_of(c, 1e6 if fam.name == "mixtral" else 1e4)  # the classes' defaults
+    layers = c.int("num_hidden_layers", maximum=MAX_COUNT)
     common: dict[str, Any] = dict(
         num_layers=layers,
         hidden_size=hidden,
         num_attention_heads=heads,
-        num_query_groups=int(config.get("num_key_value_heads") or heads),
-        kv_channels=int(config.get("head_dim") or hidden // heads),
+        num_query_groups=c.int("num_key_value_heads", heads),
+        kv_channels=c.int("head_dim", max(hidden // heads, 1)),
         padded_vocab_size=vocab,
         vocab_size=vocab,
         normalization="RMSNorm",
-        norm_epsilon=float(config.get("rms_norm_eps", 1e-6)),
+        norm_epsilon=c.float("rms_norm_eps", 1e-6),
         swiglu=True,
         position_embedding_type="rope",
-        max_position_embeddings=int(need("max_position_embeddings")),
+        max_position_embeddings=c.int("max_position_embeddings"),
         rotary_base=theta,
         **scaling,
         tied=tied,
         activation="silu",
         params_dtype=dtype,
     )
-    if config.get("use_sliding_window") or (fam.name == "mixtral" and config.get("sliding_window") is not None):
+    if c.bool("use_sliding_window", False) or (fam.name == "mixtral" and c.has("sliding_window")):
         raise UnsupportedModelError(
             "sliding-window attention has no Megatron counterpart here",
             path=source,
@@ -619,7 +621,7 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
             fix="turn sliding windows off in config.json if the model was trained with full attention",
         )
     if fam.name in ("qwen3", "qwen3_moe"):
-        if config.get("attention_bias", False):
+        if c.bool("attention_bias", False):
             raise UnsupportedModelError(
                 "attention_bias on every attention projection has no Megatron counterpart",
                 path=source,
@@ -627,42 +629,42 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
             )
         common["qk_layernorm"] = True
     if fam.name == "llama":
-        bias = bool(config.get("attention_bias", False))
-        if bias != bool(config.get("mlp_bias", False)):
+        bias = c.bool("attention_bias", False)
+        if bias != c.bool("mlp_bias", False):
             raise UnsupportedModelError("attention_bias and mlp_bias differ", path=source, key="mlp_bias")
-        return fam, Arch(ffn_hidden_size=int(need("intermediate_size")), add_bias_linear=bias, **common)
+        return Arch(ffn_hidden_size=c.int("intermediate_size"), add_bias_linear=bias, **common)
     if fam.name in ("qwen2", "qwen3"):
-        return fam, Arch(
-            ffn_hidden_size=int(need("intermediate_size")),
+        return Arch(
+            ffn_hidden_size=c.int("intermediate_size"),
             add_bias_linear=False,
             add_qkv_bias=fam.name == "qwen2",
             **common,
         )
     if fam.name == "mixtral":
-        moe = int(need("intermediate_size"))
-        return fam, Arch(
+        moe = c.int("intermediate_size")
+        return Arch(
             ffn_hidden_size=moe,
             add_bias_linear=False,
-            num_experts=int(need("num_local_experts")),
-            moe_router_topk=int(need("num_experts_per_tok")),
+            num_experts=c.int("num_local_experts", maximum=MAX_COUNT),
+            moe_router_topk=c.int("num_experts_per_tok"),
             moe_ffn_hidden_size=moe,
             moe_layers=(True,) * layers,
             **common,
         )
     # qwen2_moe, qwen3_moe
-    shared = int(config.get("shared_expert_intermediate_size", 0) or 0) if fam.name == "qwen2_moe" else 0
-    if not config.get("norm_topk_prob", False):
+    shared = c.int("shared_expert_intermediate_size", 0, minimum=0) if fam.name == "qwen2_moe" else 0
+    if not c.bool("norm_topk_prob", False):
         raise UnsupportedModelError("norm_topk_prob=false routing", path=source, key="norm_topk_prob")
-    dense = set(config.get("mlp_only_layers") or [])
-    step = int(config.get("decoder_sparse_step", 1))
+    dense = set(c.ints("mlp_only_layers", below=layers))
+    step = c.int("decoder_sparse_step", 1)
     pattern = tuple(i not in dense and (i + 1) % step == 0 for i in range(layers))
-    return fam, Arch(
-        ffn_hidden_size=int(need("intermediate_size")),
+    return Arch(
+        ffn_hidden_size=c.int("intermediate_size"),
         add_bias_linear=False,
-        add_qkv_bias=fam.name == "qwen2_moe" and bool(config.get("qkv_bias", True)),
-        num_experts=int(need("num_experts")),
-        moe_router_topk=int(need("num_experts_per_tok")),
-        moe_ffn_hidden_size=int(need("moe_intermediate_size")),
+        add_qkv_bias=fam.name == "qwen2_moe" and c.bool("qkv_bias", True),
+        num_experts=c.int("num_experts", maximum=MAX_COUNT),
+        moe_router_topk=c.int("num_experts_per_tok"),
+        moe_ffn_hidden_size=c.int("moe_intermediate_size"),
         moe_layers=pattern,
         moe_shared_expert_intermediate_size=shared,
         moe_shared_expert_gate=bool(shared),  # Qwen2-MoE always gates its shared expert

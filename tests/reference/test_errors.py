@@ -424,9 +424,8 @@ def test_rope_scaling_of_a_hub_config_reaches_the_args(tmp_path, rope, args):
             "original_max_position_embeddings": 8192,
             "rope_theta": 1e4,
         },
-        {"rope_type": "linear", "rope_theta": 1e4},
     ],
-    ids=["yarn", "llama3-other-than-megatron-fixes", "no-factor"],
+    ids=["yarn", "llama3-other-than-megatron-fixes"],
 )
 def test_rope_megatron_cannot_express_is_refused(tmp_path, rope):
     write_model(llama(), tmp_path / "hf")
@@ -473,3 +472,58 @@ def test_ungated_shared_experts_are_refused(tmp_path):
     ):
         write_hf(DictSource(arch, random_weights(arch)), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("arch", "edit", "key"),
+    [
+        (llama, {"num_hidden_layers": "x"}, "num_hidden_layers"),
+        (llama, {"hidden_size": [1, 2]}, "hidden_size"),
+        (llama, {"vocab_size": float("inf")}, "vocab_size"),
+        (llama, {"head_dim": 0}, "head_dim"),
+        (llama, {"rms_norm_eps": -1}, "rms_norm_eps"),
+        (llama, {"num_key_value_heads": 3}, "num_key_value_heads"),  # 4 heads
+        (llama, {"rope_parameters": "yes"}, "rope_parameters"),
+        (llama, {"rope_parameters": {"rope_type": "linear", "rope_theta": 1e4}}, "rope_parameters.factor"),
+        (llama, {"rope_parameters": {"rope_type": "default", "rope_theta": "x"}}, "rope_parameters.rope_theta"),
+        (llama, {"architectures": 5}, "architectures"),
+        (llama, {"tie_word_embeddings": "no"}, "tie_word_embeddings"),
+        (moe, {"mlp_only_layers": [9]}, "mlp_only_layers"),  # 4 layers
+        (moe, {"num_experts_per_tok": 9}, "num_experts_per_tok"),  # 4 experts
+        (moe, {"num_experts": 1e30}, "num_experts"),
+        (gpt2, {"n_head": 64}, "n_head"),  # more heads than the width
+    ],
+)
+def test_malformed_config_value_names_the_key(tmp_path, arch, edit, key):
+    """A config.json value of the wrong type, not finite, out of range or contradicting another
+    is one LayoutError naming config.json and the key, before anything is enumerated or allocated."""
+    write_model(arch(), tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf/config.json").read_text())
+    cfg.update(edit)
+    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
+    with pytest.raises(LayoutError) as e:
+        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
+    assert e.value.key == key and "config.json" in str(e.value)
+    assert_nothing_written(tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        ({"num_layers": float("inf")}, "num_layers"),
+        ({"vocab_size": "x"}, "vocab_size"),
+        ({"vocab_size": -1}, "vocab_size"),
+        ({"kv_channels": 0}, "kv_channels"),
+        ({"num_experts": 1e30}, "num_experts"),
+        ({"group_query_attention": True, "num_query_groups": 3}, "num_query_groups"),
+        ({"rotary_base": float("nan")}, "rotary_base"),
+        ({"tensor_model_parallel_size": 10**9}, "tensor_model_parallel_size"),
+    ],
+)
+def test_malformed_argument_names_it(ckpt, tmp_path, edit, key):
+    _edit_args(ckpt, lambda args: args.update(edit))
+    (ckpt / "release/arguments.json").unlink()
+    with pytest.raises(LayoutError) as e:
+        merge(ckpt, tmp_path / "out")
+    assert e.value.key == key and "model_optim_rng.pt" in str(e.value)
+    assert_nothing_written(tmp_path / "out")
