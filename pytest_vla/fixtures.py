@@ -149,6 +149,12 @@ def vla_model(vla_model_dir: Path) -> Any:
     """The shipped model in stock transformers (``AutoModelForCausalLM``, no remote code), in eval mode."""
     from transformers import AutoModelForCausalLM
 
+    from vla_reference.hf import HFSource
+
+    try:
+        HFSource(vla_model_dir)  # config.json describes the weights: transformers builds whatever it says
+    except ReleaseError as e:
+        pytest.fail(f"the shipped model does not load as written: {e}", pytrace=False)
     try:
         model = AutoModelForCausalLM.from_pretrained(vla_model_dir, trust_remote_code=False)
     except Exception as e:  # noqa: BLE001 - transformers raises many types; name the directory

@@ -144,3 +144,40 @@ def test_alt_layout_check_can_fail(golden_copy, run_suite, pytester):
     run = run_suite(release, "-m", "parity", cache=pytester.path / "own-cache")
     assert list(run.failed) == ["test_logit_parity[alt-layout]"], run.failed
     assert "sharded TP=4 PP=1 EP=1 (resharded) vs its merge" in run.failed["test_logit_parity[alt-layout]"]
+
+
+def set_layers(release: Path, value: int) -> None:
+    cfg_path = release / "model/config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["num_hidden_layers"] = value
+    cfg_path.write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize(
+    ("layers", "named"),
+    [(10**12, "'num_hidden_layers' is 1000000000000"), (3, "unexpected model.layers.3.")],
+    ids=["absurd", "one-too-few"],
+)
+def test_config_not_describing_the_weights_is_reported_never_built(layers, named, golden_copy, run_suite):
+    """transformers builds whatever config.json says (10**12 layers would never finish): the
+    parity check reads the model only once config.json describes its weights, and otherwise
+    leaves the defect to the checks that report it."""
+    release = golden_copy("dense")
+    set_layers(release, layers)
+    run = run_suite(release, "-m", "parity or checkpoint")
+    assert "test_config_agrees_with_args" in run.failed, run.failed
+    assert not [t for t in run.failed if t.startswith("test_logit_parity")], run.failed
+    skipped = run.skipped["test_logit_parity[shipped-layout]"]
+    assert "reported by test_config_agrees_with_args" in skipped and named in skipped, skipped
+
+
+def test_config_not_describing_the_weights_fails_parity_without_a_checkpoint(golden_copy, run_suite):
+    """An inference-only release has no config check to report it: the parity check fails, naming it."""
+    import shutil
+
+    release = golden_copy("dense")
+    shutil.rmtree(release / "checkpoint")
+    set_layers(release, 10**12)
+    run = run_suite(release, "-m", "parity")
+    message = run.failed["test_logit_parity[shipped-layout]"]
+    assert "does not load as written" in message and "num_hidden_layers" in message, message
