@@ -297,7 +297,9 @@ def _qwen3_moe_problems(arch: Arch) -> list[str]:
     return out
 
 
-def _qwen3_moe_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+def _qwen_moe_like(arch: Arch) -> dict[str, Any]:
+    """What the Qwen MoE configs share: every MoE layer at decoder_sparse_step 1, minus the
+    dense ones, routed by a softmax over the top-k logits (norm_topk_prob)."""
     return {
         **_llama_like(arch),
         "intermediate_size": arch.ffn_hidden_size,
@@ -307,26 +309,20 @@ def _qwen3_moe_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
         "norm_topk_prob": True,
         "decoder_sparse_step": 1,
         "mlp_only_layers": [i for i, moe in enumerate(arch.moe_layers) if not moe],
-        "attention_bias": False,
         "use_sliding_window": False,
         "output_router_logits": False,
     }
 
 
+def _qwen3_moe_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return {**_qwen_moe_like(arch), "attention_bias": False}
+
+
 def _qwen2_moe_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
     return {
-        **_llama_like(arch),
-        "intermediate_size": arch.ffn_hidden_size,
-        "moe_intermediate_size": arch.moe_ffn_hidden_size,
+        **_qwen_moe_like(arch),
         "shared_expert_intermediate_size": arch.moe_shared_expert_intermediate_size,
-        "num_experts": arch.num_experts,
-        "num_experts_per_tok": arch.moe_router_topk,
-        "norm_topk_prob": True,
-        "decoder_sparse_step": 1,
-        "mlp_only_layers": [i for i, moe in enumerate(arch.moe_layers) if not moe],
         "qkv_bias": arch.qkv_bias,
-        "use_sliding_window": False,
-        "output_router_logits": False,
     }
 
 
@@ -399,36 +395,22 @@ def _no_shared_expert(arch: Arch) -> bool:
     return not arch.moe_shared_expert_intermediate_size
 
 
+# Llama's layout, which every Llama-style class shares: embeddings, attention, a dense SwiGLU MLP.
+_DENSE: Final = (
+    *_LLAMA_ENDS,
+    *_attention(_LP),
+    *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj"),
+)
+# The Qwen MoE classes' router and experts (beside the dense MLP of their mlp_only_layers).
+_QWEN_EXPERTS: Final = (
+    KeyMap(_L + "mlp.router.weight", (_LP + "mlp.gate.weight",)),
+    *_gated_mlp(_X, _LP + "mlp.experts.{expert}.", "gate_proj", "up_proj", "down_proj"),
+)
+
 FAMILIES: Final[tuple[Family, ...]] = (
-    Family(
-        "llama",
-        "LlamaForCausalLM",
-        "llama",
-        _llama_problems,
-        (*_LLAMA_ENDS, *_attention(_LP), *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj")),
-        _llama_config,
-    ),
-    Family(
-        "qwen2",
-        "Qwen2ForCausalLM",
-        "qwen2",
-        _qwen2_problems,
-        (*_LLAMA_ENDS, *_attention(_LP), *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj")),
-        _qwen2_config,
-    ),
-    Family(
-        "qwen3",
-        "Qwen3ForCausalLM",
-        "qwen3",
-        _qwen3_problems,
-        (
-            *_LLAMA_ENDS,
-            *_attention(_LP),
-            *_qk_norms(_LP),
-            *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj"),
-        ),
-        _qwen3_config,
-    ),
+    Family("llama", "LlamaForCausalLM", "llama", _llama_problems, _DENSE, _llama_config),
+    Family("qwen2", "Qwen2ForCausalLM", "qwen2", _qwen2_problems, _DENSE, _qwen2_config),
+    Family("qwen3", "Qwen3ForCausalLM", "qwen3", _qwen3_problems, (*_DENSE, *_qk_norms(_LP)), _qwen3_config),
     Family(
         "mixtral",
         "MixtralForCausalLM",
@@ -448,11 +430,8 @@ FAMILIES: Final[tuple[Family, ...]] = (
         "qwen2_moe",
         _qwen2_moe_problems,
         (
-            *_LLAMA_ENDS,
-            *_attention(_LP),
-            *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj"),
-            KeyMap(_L + "mlp.router.weight", (_LP + "mlp.gate.weight",)),
-            *_gated_mlp(_X, _LP + "mlp.experts.{expert}.", "gate_proj", "up_proj", "down_proj"),
+            *_DENSE,
+            *_QWEN_EXPERTS,
             *_gated_mlp(_L + "mlp.shared_experts.", _SHARED + ".", "gate_proj", "up_proj", "down_proj"),
             KeyMap(_L + "mlp.shared_experts.gate_weight", (_SHARED + "_gate.weight",)),
         ),
@@ -470,14 +449,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
         "Qwen3MoeForCausalLM",
         "qwen3_moe",
         _qwen3_moe_problems,
-        (
-            *_LLAMA_ENDS,
-            *_attention(_LP),
-            *_qk_norms(_LP),
-            *_gated_mlp(_L + "mlp.", _LP + "mlp.", "gate_proj", "up_proj", "down_proj"),
-            KeyMap(_L + "mlp.router.weight", (_LP + "mlp.gate.weight",)),
-            *_gated_mlp(_X, _LP + "mlp.experts.{expert}.", "gate_proj", "up_proj", "down_proj"),
-        ),
+        (*_DENSE, *_qk_norms(_LP), *_QWEN_EXPERTS),
         _qwen3_moe_config,
     ),
     Family("gpt2", "GPT2LMHeadModel", "gpt2", _gpt2_problems, _gpt2_keymap(), _gpt2_config),
