@@ -14,7 +14,7 @@ import re
 import threading
 import types
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -41,7 +41,7 @@ from .spec import (
 )
 from .tp import merge_tp
 
-__all__ = ["MegatronSource", "flatten_state", "resolve_args", "check_keys"]
+__all__ = ["MegatronSource", "flatten_state", "resolve_args", "check_keys", "ungroup_experts"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,55 @@ def flatten_state(obj: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[st
             yield from flatten_state(value, name + ".")
         else:
             yield name, value
+
+
+# Megatron's GroupedMLP (--moe-grouped-gemm without Transformer Engine's per-expert weights)
+_GROUPED: Final = re.compile(r"(?P<layer>decoder\.layers\.\d+\.mlp\.experts\.)weight(?P<which>[12])\Z")
+
+
+def ungroup_experts(
+    items: Iterable[tuple[str, Any]], *, n_local: int, hidden: int, file: Path
+) -> list[tuple[str, Any]]:
+    """``items`` with a GroupedMLP's two matrices rewritten as its local experts' own weights.
+
+    GroupedMLP keeps a layer's local experts in ``weight1`` [hidden, n_local * fc1_rows] and
+    ``weight2`` [n_local * fc2_cols, hidden], which its forward views as [n_local, hidden,
+    fc1_rows] and [n_local, fc2_cols, hidden] and multiplies untransposed. Expert j's
+    ``linear_fc1`` is therefore the transpose of block j of ``weight1`` (on a TP rank:
+    [gate_r; up_r], like every column-parallel fc1), and its ``linear_fc2`` the transpose of
+    block j of ``weight2``. They become ``local_experts.{j}`` keys: views, nothing copied.
+
+    Raises:
+        ShardMismatchError: A matrix that does not split into ``n_local`` blocks of width ``hidden``.
+    """
+    out: list[tuple[str, Any]] = []
+    for key, value in items:
+        m = _GROUPED.match(key)
+        if m is None:
+            out.append((key, value))
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise MalformedFileError(f"value is {type(value).__name__}, not a tensor", path=file, key=key)
+        first = m["which"] == "1"
+        along = 1 if first else 0  # the experts' axis
+        if not (
+            n_local
+            and value.dim() == 2
+            and value.is_contiguous()
+            and value.shape[1 - along] == hidden
+            and value.shape[along] % n_local == 0
+        ):
+            raise ShardMismatchError(
+                f"grouped expert weights of shape {tuple(value.shape)} do not split into {n_local} local "
+                f"experts with hidden size {hidden}",
+                path=file,
+                key=key,
+                fix="check num_experts, expert_model_parallel_size and hidden_size against the checkpoint",
+            )
+        blocks = value.view(n_local, hidden, -1) if first else value.view(n_local, -1, hidden)
+        leaf = "linear_fc1.weight" if first else "linear_fc2.weight"
+        out.extend((f"{m['layer']}local_experts.{j}.{leaf}", blocks[j].t()) for j in range(n_local))
+    return out
 
 
 def _model_dicts(obj: Any) -> list[dict[str, Any]]:
@@ -335,7 +384,12 @@ class MegatronSource(InFileMappings):
                         fix="every rank saves the same number of virtual pipeline chunks",
                     )
                 for chunk, model in enumerate(chunks):
-                    items = [(k, v) for k, v in flatten_state(model) if not k.endswith(IGNORED_SUFFIXES)]
+                    items = ungroup_experts(
+                        ((k, v) for k, v in flatten_state(model) if not k.endswith(IGNORED_SUFFIXES)),
+                        n_local=self.arch.num_experts // self.layout.ep,
+                        hidden=self.arch.hidden_size,
+                        file=file,
+                    )
                     for key, _ in items:
                         m = match_local(key)
                         if m is not None and m.layer is not None and (tp, ep) == (0, 0):

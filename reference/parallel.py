@@ -40,7 +40,7 @@ from ._safeload import Opaque, load_pt
 from .arch import Arch, Layout
 from .errors import ReleaseError
 from .forward import attention, mlp_act, moe, norm, qk_norm, rope_cos_sin, shared_expert
-from .megatron import MegatronSource, flatten_state
+from .megatron import MegatronSource, flatten_state, ungroup_experts
 from .rows import Rows
 from .safetensors_io import SafetensorsFile, header_for, write_rows
 from .spec import IGNORED_SUFFIXES, match_local
@@ -124,13 +124,14 @@ class _Groups:
                 self.stage = g
 
 
-def _load_rank(me: RankPlan, n_local_experts: int, device: torch.device) -> dict[str, torch.Tensor]:
+def _load_rank(me: RankPlan, n_local_experts: int, hidden: int, device: torch.device) -> dict[str, torch.Tensor]:
     """This rank's shard of every parameter, by canonical name (global layer/expert index), fp32."""
     state = load_pt(Path(me.file)).obj
     models = [state["model"]] if "model" in state else [state[f"model{i}"] for i in range(len(me.chunk_offsets))]
     out: dict[str, torch.Tensor] = {}
     for chunk, model in enumerate(models):
-        for key, value in flatten_state(model):
+        grouped = ungroup_experts(flatten_state(model), n_local=n_local_experts, hidden=hidden, file=Path(me.file))
+        for key, value in grouped:
             if key.endswith(IGNORED_SUFFIXES) or value is None or isinstance(value, Opaque):
                 continue
             m = match_local(key)
@@ -149,7 +150,7 @@ class _Rank:
         self.me = me
         self.device = device
         self.n_local = self.arch.num_experts // self.layout.ep if self.arch.num_experts else 0
-        self.w = _load_rank(me, self.n_local, device)
+        self.w = _load_rank(me, self.n_local, self.arch.hidden_size, device)
         self.groups = _Groups(self.layout, me)
         self.blocks = plan.blocks
 

@@ -9,7 +9,11 @@ import shutil
 import pytest
 import torch
 
-from vla_reference import merge, reshard
+from vla_reference import ShardMismatchError, merge, reshard
+from vla_reference.convert import open_source
+from vla_reference.forward import reference_logits
+from vla_reference.hf import HFSource
+from vla_reference.parallel import sharded_logits
 
 from builders import gpt2, llama, moe, write_model
 from test_roundtrip import assert_same, hf_tensors
@@ -257,3 +261,56 @@ def test_pre_2_0_checkpoints_that_cannot_be_read_are_refused(tmp_path, arch, ver
     with pytest.raises(LayoutError, match=message + r".*mp_rank_00.*:checkpoint_version\]"):
         merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
     assert not (tmp_path / "back").exists()
+
+
+def to_grouped(model: dict, n_local: int) -> dict:
+    """Megatron's GroupedMLP: a layer's local experts as weight1 [hidden, n * fc1_rows] and
+    weight2 [n * fc2_cols, hidden], laid out so that weight1.view(n, hidden, -1)[j] is expert
+    j's fc1 transposed (hand-written from GroupedMLP.forward, not from the converter)."""
+    out = {k: t for k, t in model.items() if ".mlp.experts.local_experts." not in k}
+    layers = sorted({int(m.group(1)) for k in model if (m := re.match(r"decoder\.layers\.(\d+)\.mlp\.experts\.", k))})
+    for layer in layers:
+        p = f"decoder.layers.{layer}.mlp.experts."
+        fc1 = [model[f"{p}local_experts.{j}.linear_fc1.weight"] for j in range(n_local)]
+        fc2 = [model[f"{p}local_experts.{j}.linear_fc2.weight"] for j in range(n_local)]
+        hidden = fc1[0].shape[1]
+        out[p + "weight1"] = torch.stack([w.t().contiguous() for w in fc1]).view(hidden, -1)
+        out[p + "weight2"] = torch.stack([w.t().contiguous() for w in fc2]).view(-1, hidden)
+    return out
+
+
+@pytest.mark.parametrize(("tp", "ep"), [(2, 2), (1, 1), (2, 1)])
+def test_grouped_gemm_experts(tmp_path, tp, ep):
+    """--moe-grouped-gemm without Transformer Engine's per-expert weights (GroupedMLP) merges to
+    the same model as per-expert weights, and the sharded forward reads it too."""
+    arch = moe(every=2)
+    write_model(arch, tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=tp, pp=2, ep=ep, fsync=False)
+    n_local = arch.num_experts // ep
+    rewrite_all(tmp_path / "ckpt", lambda _, state: state.update(model=to_grouped(state["model"], n_local)))
+    state = torch.load(next((tmp_path / "ckpt").glob("release/*_000*/model_optim_rng.pt")), weights_only=True)
+    assert "decoder.layers.0.mlp.experts.weight1" in state["model"]
+    assert not [k for k in state["model"] if "local_experts" in k]
+    merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
+    assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
+    if (tp, ep) == (2, 2):
+        got = sharded_logits(open_source(tmp_path / "ckpt"), [[1, 2, 3, 4]])[0]
+        hf = HFSource(tmp_path / "hf")
+        want = reference_logits(arch, lambda k: hf.get(k).tensor(), torch.tensor([[1, 2, 3, 4]]))[0]
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_grouped_gemm_weights_that_do_not_split_name_the_key(tmp_path):
+    write_model(moe(every=2), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=1, pp=1, ep=1, fsync=False)
+
+    def edit(_, state):
+        model = to_grouped(state["model"], 4)
+        w = model["decoder.layers.2.mlp.experts.weight2"]
+        model["decoder.layers.2.mlp.experts.weight2"] = w[:-1].clone()  # one row short of 4 experts' blocks
+        state["model"] = model
+
+    rewrite_all(tmp_path / "ckpt", edit)
+    with pytest.raises(ShardMismatchError, match=r"do not split into 4 local experts") as e:
+        merge(tmp_path / "ckpt", tmp_path / "out")
+    assert e.value.key == "decoder.layers.2.mlp.experts.weight2" and "model_optim_rng.pt" in str(e.value)
