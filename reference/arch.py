@@ -265,6 +265,10 @@ class Params:
     def has(self, name: str) -> bool:
         return self._raw.get(name) is not None
 
+    @property
+    def raw(self) -> Mapping[str, Any]:
+        return self._raw
+
     def _bad(self, name: str, value: Any, expected: str) -> LayoutError:
         key = self._prefix + name
         return LayoutError(f"{self._noun} {key!r} is {value!r}, expected {expected}", path=self.source, key=key)

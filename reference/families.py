@@ -218,6 +218,17 @@ def _llama_problems(arch: Arch) -> list[str]:
     return out
 
 
+def _mistral_problems(arch: Arch) -> list[str]:
+    out = _llama_problems(arch)
+    if arch.add_bias_linear or arch.add_qkv_bias:
+        out.append("linear biases")
+    return out
+
+
+def _mistral_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return {**_llama_like(arch), "intermediate_size": arch.ffn_hidden_size, "sliding_window": None}
+
+
 def _qwen2_problems(arch: Arch) -> list[str]:
     out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=False)
     if arch.num_experts:
@@ -409,6 +420,9 @@ _QWEN_EXPERTS: Final = (
 
 FAMILIES: Final[tuple[Family, ...]] = (
     Family("llama", "LlamaForCausalLM", "llama", _llama_problems, _DENSE, _llama_config),
+    # Mistral without a sliding window is Llama without biases: read (a shipped model may use the
+    # class), never chosen to write, since Llama comes first and accepts every model it does.
+    Family("mistral", "MistralForCausalLM", "mistral", _mistral_problems, _DENSE, _mistral_config),
     Family("qwen2", "Qwen2ForCausalLM", "qwen2", _qwen2_problems, _DENSE, _qwen2_config),
     Family("qwen3", "Qwen3ForCausalLM", "qwen3", _qwen3_problems, (*_DENSE, *_qk_norms(_LP)), _qwen3_config),
     Family(
@@ -585,11 +599,16 @@ def _arch_from_config(fam: Family, c: Params) -> Arch:
         activation="silu",
         params_dtype=dtype,
     )
-    if c.bool("use_sliding_window", False) or (fam.name == "mixtral" and c.has("sliding_window")):
+    # Mixtral and Mistral use sliding_window whenever it is set (Mistral's default is 4096: it
+    # must be written as null); the Qwen classes only with use_sliding_window.
+    windowed = fam.name in ("mixtral", "mistral")
+    if c.bool("use_sliding_window", False) or (
+        windowed and (c.has("sliding_window") or fam.name == "mistral" and "sliding_window" not in c.raw)
+    ):
         raise UnsupportedModelError(
             "sliding-window attention has no Megatron counterpart here",
             path=source,
-            key="sliding_window" if fam.name == "mixtral" else "use_sliding_window",
+            key="sliding_window" if windowed else "use_sliding_window",
             fix="turn sliding windows off in config.json if the model was trained with full attention",
         )
     if fam.name in ("qwen3", "qwen3_moe"):
@@ -605,7 +624,7 @@ def _arch_from_config(fam: Family, c: Params) -> Arch:
         if bias != c.bool("mlp_bias", False):
             raise UnsupportedModelError("attention_bias and mlp_bias differ", path=source, key="mlp_bias")
         return Arch(ffn_hidden_size=c.int("intermediate_size"), add_bias_linear=bias, **common)
-    if fam.name in ("qwen2", "qwen3"):
+    if fam.name in ("mistral", "qwen2", "qwen3"):
         return Arch(
             ffn_hidden_size=c.int("intermediate_size"),
             add_bias_linear=False,
@@ -668,6 +687,7 @@ _COMMON_KEYS: Final = {
 }
 CONFIG_KEYS: Final[dict[str, dict[str, str]]] = {
     "llama": dict(_COMMON_KEYS),
+    "mistral": {**_COMMON_KEYS, "add_bias_linear": "model_type"},
     "mixtral": {
         **_COMMON_KEYS,
         "moe_ffn_hidden_size": "intermediate_size",

@@ -13,6 +13,7 @@ from transformers import (  # noqa: F401
     AutoTokenizer,
     GPT2LMHeadModel,
     LlamaForCausalLM,
+    MistralForCausalLM,
     MixtralForCausalLM,
     Qwen2ForCausalLM,
     Qwen2MoeForCausalLM,

@@ -226,6 +226,8 @@ def test_model_without_stock_class(tmp_path):
         (lambda: llama(qk_layernorm=True), {"attention_bias": True}, "attention_bias"),
         (lambda: moe(qk_layernorm=True), {"norm_topk_prob": False}, "norm_topk_prob"),
         (lambda: moe(every=1), {"sliding_window": 4096}, "sliding_window"),
+        # absent, MistralConfig's default window (4096) applies
+        (llama, {"architectures": ["MistralForCausalLM"], "model_type": "mistral"}, "sliding_window"),
         (gpt2, {"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
         (gpt2, {"scale_attn_weights": False}, "scale_attn_weights"),
     ],
@@ -234,6 +236,7 @@ def test_model_without_stock_class(tmp_path):
         "qwen3-attention-bias",
         "qwen3-moe-unnormalised-top-k",
         "mixtral-sliding-window",
+        "mistral-default-window",
         "gpt2-inverse-layer-scaling",
         "gpt2-unscaled-attention",
     ],

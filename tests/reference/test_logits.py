@@ -47,3 +47,28 @@ def test_merged_model_matches_plain_torch_forward(tmp_path, name):
         got = model(ids).logits
     want = reference_logits(arch, weights.__getitem__, ids)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_a_mistral_config_reads_as_the_llama_it_computes(tmp_path):
+    """A shipped model may use MistralForCausalLM: without a sliding window it is Llama without
+    biases. It reshards like one, merges back as Llama, and transformers computes the same logits."""
+    import json
+
+    from test_roundtrip import assert_same, hf_tensors
+
+    arch = llama(num_query_groups=2)
+    weights = write_model(arch, tmp_path / "hf", seed=3)
+    cfg = json.loads((tmp_path / "hf/config.json").read_text())
+    cfg.update(architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=None)
+    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert type(model).__name__ == "MistralForCausalLM"
+    ids = torch.randint(0, arch.rows_vocab, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(ids).logits, reference_logits(arch, weights.__getitem__, ids), atol=2e-5, rtol=1e-5
+        )
+    reshard(tmp_path / "hf", tmp_path / "mg", tp=2, pp=2, fsync=False)
+    merge(tmp_path / "mg", tmp_path / "merged", fsync=False)
+    assert json.loads((tmp_path / "merged/config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "merged"))
