@@ -329,11 +329,13 @@ def check_relations(arch: Arch, *, source: Path, key: Callable[[str], str]) -> N
     or config key in the LayoutError.
 
     Example:
-        >>> check_relations(Arch(num_layers=1, hidden_size=8, ffn_hidden_size=8, num_attention_heads=4,
-        ...     num_query_groups=3, kv_channels=2, padded_vocab_size=8), source=Path("args"), key=str)
-        Traceback (most recent call last):
-        ...
-        vla_reference.errors.LayoutError: 4 attention heads do not split into 3 query groups [args:num_query_groups]
+        >>> arch = Arch(num_layers=1, hidden_size=8, ffn_hidden_size=8, num_attention_heads=4,
+        ...     num_query_groups=3, kv_channels=2, padded_vocab_size=8)
+        >>> try:
+        ...     check_relations(arch, source=Path("args"), key=str)
+        ... except LayoutError as e:
+        ...     print(e)
+        4 attention heads do not split into 3 query groups [args:num_query_groups]
     """
     heads, groups = arch.num_attention_heads, arch.num_query_groups
     if heads % groups:
