@@ -35,10 +35,32 @@ def eval_set(vla_release: Release) -> list[tuple[str, list[int]]]:
         # are no inputs to compare logits on.
         pytest.skip(f"no golden eval set at {path}")
     try:
-        data = read_json(path)
-        return [(str(s["name"]), [int(i) for i in s["input_ids"]]) for s in data["sequences"]]
+        return _parse_eval_set(read_json(path), _vocab_size(vla_release.root / "model" / "config.json"))
     except (ReleaseError, KeyError, TypeError, ValueError) as e:
         pytest.fail(f"golden eval set unreadable: {e} [{path}]. Fix: list sequences of input_ids", pytrace=False)
+
+
+def _vocab_size(config_path: Path) -> int | None:
+    """config.json's vocab_size when it reads as one (a broken config is another check's failure)."""
+    try:
+        vocab = read_json(config_path).get("vocab_size")
+    except (ReleaseError, AttributeError):
+        return None
+    return vocab if type(vocab) is int and vocab > 0 else None
+
+
+def _parse_eval_set(data: Any, vocab: int | None) -> list[tuple[str, list[int]]]:
+    """(name, input_ids) of every sequence: token ids are integers the model's vocabulary holds."""
+    bound = vocab or 2**31
+    out = []
+    for i, s in enumerate(data["sequences"]):
+        ids = s["input_ids"]
+        if not (isinstance(ids, list) and ids and all(type(t) is int and 0 <= t < bound for t in ids)):
+            raise ValueError(f"sequences[{i}].input_ids is not a non-empty list of token ids from 0 to {bound - 1}")
+        out.append((str(s["name"]), ids))
+    if not out:
+        raise ValueError("no sequences")
+    return out
 
 
 def _load_merged(path: Path, *, reported_by: str | None = None) -> Any:

@@ -191,7 +191,9 @@ def _experts(config: Mapping[str, Any]) -> int:
 
 
 def _size(config: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(_value(config, _BY_NAME[n]) for n in ("num-layers", "hidden-size", "num-attention-heads")) + (
+    """(layers, hidden, heads, experts); a dimension that is not a number is None (no size to compare)."""
+    dims = (_value(config, _BY_NAME[n]) for n in ("num-layers", "hidden-size", "num-attention-heads"))
+    return tuple(v if isinstance(v, (int, float, str)) and not isinstance(v, bool) else None for v in dims) + (
         _experts(config),
     )
 

@@ -181,3 +181,19 @@ def test_config_not_describing_the_weights_fails_parity_without_a_checkpoint(gol
     run = run_suite(release, "-m", "parity")
     message = run.failed["test_logit_parity[shipped-layout]"]
     assert "does not load as written" in message and "num_hidden_layers" in message, message
+
+
+@pytest.mark.parametrize("token", [1e308, -1, 10**9, True], ids=["huge-float", "negative", "past-the-vocab", "bool"])
+def test_eval_set_token_outside_the_vocabulary_names_it(token, golden_copy, run_suite):
+    """A token id the model's embedding cannot look up fails the parity check naming the sequence,
+    instead of a raw overflow or IndexError inside transformers."""
+    release = golden_copy("dense")
+    path = release / "golden/eval_set.json"
+    data = json.loads(path.read_text())
+    data["sequences"][0]["input_ids"][3] = token
+    path.write_text(json.dumps(data))
+    run = run_suite(release, "-m", "parity")
+    assert sorted(run.failed) == ["test_logit_parity[alt-layout]", "test_logit_parity[shipped-layout]"], run.failed
+    message = run.failed["test_logit_parity[shipped-layout]"]
+    assert "golden eval set unreadable: sequences[0].input_ids is not a non-empty list of token ids" in message
+    assert "golden/eval_set.json" in message

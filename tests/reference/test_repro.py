@@ -75,6 +75,17 @@ def test_check_matrix(tmp_path):
     assert check_matrix(tmp_path / "empty")[0].what == "no config files"
 
 
+@pytest.mark.parametrize("value", [[1, "a"], {"a": 1}, True])
+def test_check_matrix_with_a_size_that_is_no_number(tmp_path, value):
+    """A list where a model dimension belongs is no size to compare (the config-vs-model check
+    reports the value); it used to raise TypeError (unhashable) comparing sizes."""
+    write(tmp_path / "a.json", FULL)
+    write(tmp_path / "b.json", {**FULL, "num-attention-heads": value})
+    # a nested object is read as nested keys: then the dimension is missing, and said so
+    problems = [(p.path.name, p.key) for p in check_matrix(tmp_path)]
+    assert problems == ([("b.json", "num-attention-heads")] if isinstance(value, dict) else [])
+
+
 def test_select_config(tmp_path):
     configs = tmp_path / "configs"
     write(configs / "small.json", FULL)
