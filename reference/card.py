@@ -300,6 +300,34 @@ def parse_date(text: str) -> dt.date | None:
 # -- the checks -----------------------------------------------------------------------------------
 
 
+# Front-matter fields the Hub reads, and the YAML types it accepts for them.
+_HUB_FIELDS: Final[dict[str, str]] = {
+    "license": "strings",
+    "language": "strings",
+    "tags": "strings",
+    "datasets": "strings",
+    "library_name": "string",
+    "pipeline_tag": "string",
+    "model_name": "string",
+    "base_model": "strings",
+    "version": "string",
+    "release_date": "date",
+}
+_KIND_TEXT: Final = {
+    "string": "a string",
+    "strings": "a string or a list of strings",
+    "date": "a date (YYYY-MM-DD)",
+}
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "strings":
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return isinstance(value, (str, dt.date))  # YAML reads an unquoted YYYY-MM-DD as a date
+
+
 class _Linter:
     def __init__(self, card: ModelCard, today: dt.date) -> None:
         self.card = card
@@ -337,6 +365,18 @@ class _Linter:
                 fix="fix the YAML between the '---' lines (quote values containing ':')",
             )
         fm = self.card.front_matter
+        for key, kind in _HUB_FIELDS.items():
+            value = fm.get(key)
+            if value is not None and not _is_kind(value, kind):
+                self.add(
+                    "front_matter",
+                    None,
+                    what="front matter value of the wrong type",
+                    observed=f"{key}: {value!r}",
+                    expected=_KIND_TEXT[kind],
+                    key=f"front matter:{key}",
+                    fix=f"write '{key}' as {_KIND_TEXT[kind]} (the Hub reads it so), or remove it",
+                )
         lic = fm.get("license")
         if lic is not None:
             for value in lic if isinstance(lic, list) else [lic]:

@@ -91,6 +91,18 @@ CARD_BREAKS = {
         r"front matter unreadable: front matter is not valid YAML: .*\(line \d+\).* "
         r"\[model/README.md:front matter\]. Fix: fix the YAML",
     ),
+    "front-matter-value-of-the-wrong-type": (
+        front_matter("library_name", "[transformers, safetensors]"),
+        "test_card_present",
+        r"front matter value of the wrong type: library_name: \['transformers', 'safetensors'\], expected a "
+        r"string \[model/README.md:front matter:library_name\]. Fix: write 'library_name' as a string",
+    ),
+    "front-matter-date-that-is-a-list": (
+        front_matter("release_date", "[2026, 11, 1]"),
+        "test_card_present",
+        r"front matter value of the wrong type: release_date: \['2026', '11', '1'\], expected a date \(YYYY-MM-DD\) "
+        r"\[model/README.md:front matter:release_date\]",
+    ),
     "basic-information-removed": (
         card(cut("## Model Details", "## Intended Use")),
         "test_card_section[basic_information]",
