@@ -209,64 +209,64 @@ def _pattern(template: str) -> re.Pattern[str]:
     return _PATTERNS[template]
 
 
-def _llama_problems(arch: Arch) -> list[str]:
-    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=False)
+def _dense_problems(arch: Arch, *, qk_norm: bool, biases_fit: bool, biases: str) -> list[str]:
+    """Why a dense Llama-style class cannot compute ``arch``: RoPE and SwiGLU, qk norms exactly
+    when the class has them (``qk_norm``), no experts, and the biases it has (``biases``: why not)."""
+    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=qk_norm)
     if arch.num_experts:
         out.append("experts")
-    if arch.add_qkv_bias and not arch.add_bias_linear:
-        out.append("QKV bias without output-projection bias (Llama's attention_bias covers both)")
+    if not biases_fit:
+        out.append(biases)
     return out
+
+
+def _llama_problems(arch: Arch) -> list[str]:
+    return _dense_problems(
+        arch,
+        qk_norm=False,
+        biases_fit=arch.add_bias_linear or not arch.add_qkv_bias,
+        biases="QKV bias without output-projection bias (Llama's attention_bias covers both)",
+    )
 
 
 def _mistral_problems(arch: Arch) -> list[str]:
-    out = _llama_problems(arch)
-    if arch.add_bias_linear or arch.add_qkv_bias:
-        out.append("linear biases")
-    return out
-
-
-def _mistral_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return {**_llama_like(arch), "intermediate_size": arch.ffn_hidden_size, "sliding_window": None}
+    return _dense_problems(arch, qk_norm=False, biases_fit=not arch.qkv_bias, biases="linear biases")
 
 
 def _qwen2_problems(arch: Arch) -> list[str]:
-    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=False)
-    if arch.num_experts:
-        out.append("experts")
-    if arch.add_bias_linear or not arch.add_qkv_bias:
-        out.append("biases other than on QKV alone (Qwen2 has exactly those)")
-    return out
-
-
-def _qwen2_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return {**_llama_like(arch), "intermediate_size": arch.ffn_hidden_size, "use_sliding_window": False}
+    return _dense_problems(
+        arch,
+        qk_norm=False,
+        biases_fit=arch.add_qkv_bias and not arch.add_bias_linear,
+        biases="biases other than on QKV alone (Qwen2 has exactly those)",
+    )
 
 
 def _qwen3_problems(arch: Arch) -> list[str]:
-    out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=True)
-    if arch.num_experts:
-        out.append("experts")
-    if arch.add_bias_linear or arch.add_qkv_bias:
-        out.append("linear biases (Qwen3 has none in its MLP)")
-    return out
+    return _dense_problems(
+        arch, qk_norm=True, biases_fit=not arch.qkv_bias, biases="linear biases (Qwen3 has none in its MLP)"
+    )
 
 
-def _qwen3_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return {
-        **_llama_like(arch),
-        "intermediate_size": arch.ffn_hidden_size,
-        "attention_bias": False,
-        "use_sliding_window": False,
-    }
+def _dense_like(arch: Arch, **extra: Any) -> dict[str, Any]:
+    """A dense Llama-style config: the shared keys, the MLP width, and the class's own ``extra``."""
+    return {**_llama_like(arch), "intermediate_size": arch.ffn_hidden_size, **extra}
 
 
 def _llama_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return {
-        **_llama_like(arch),
-        "intermediate_size": arch.ffn_hidden_size,
-        "attention_bias": arch.add_bias_linear,
-        "mlp_bias": arch.add_bias_linear,
-    }
+    return _dense_like(arch, attention_bias=arch.add_bias_linear, mlp_bias=arch.add_bias_linear)
+
+
+def _mistral_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return _dense_like(arch, sliding_window=None)
+
+
+def _qwen2_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return _dense_like(arch, use_sliding_window=False)
+
+
+def _qwen3_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
+    return _dense_like(arch, attention_bias=False, use_sliding_window=False)
 
 
 def _mixtral_problems(arch: Arch) -> list[str]:
@@ -311,18 +311,17 @@ def _qwen3_moe_problems(arch: Arch) -> list[str]:
 def _qwen_moe_like(arch: Arch) -> dict[str, Any]:
     """What the Qwen MoE configs share: every MoE layer at decoder_sparse_step 1, minus the
     dense ones, routed by a softmax over the top-k logits (norm_topk_prob)."""
-    return {
-        **_llama_like(arch),
-        "intermediate_size": arch.ffn_hidden_size,
-        "moe_intermediate_size": arch.moe_ffn_hidden_size,
-        "num_experts": arch.num_experts,
-        "num_experts_per_tok": arch.moe_router_topk,
-        "norm_topk_prob": True,
-        "decoder_sparse_step": 1,
-        "mlp_only_layers": [i for i, moe in enumerate(arch.moe_layers) if not moe],
-        "use_sliding_window": False,
-        "output_router_logits": False,
-    }
+    return _dense_like(
+        arch,
+        moe_intermediate_size=arch.moe_ffn_hidden_size,
+        num_experts=arch.num_experts,
+        num_experts_per_tok=arch.moe_router_topk,
+        norm_topk_prob=True,
+        decoder_sparse_step=1,
+        mlp_only_layers=[i for i, moe in enumerate(arch.moe_layers) if not moe],
+        use_sliding_window=False,
+        output_router_logits=False,
+    )
 
 
 def _qwen3_moe_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:

@@ -49,6 +49,24 @@ def assert_nothing_written(dst):
     assert not [p for p in dst.parent.iterdir() if p.name.startswith(f".{dst.name}.tmp")]
 
 
+def hf_with_config(tmp_path, arch, edit):
+    """A Hugging Face directory of ``arch`` at tmp_path/hf whose config.json ``edit`` changed in place."""
+    write_model(arch, tmp_path / "hf")
+    path = tmp_path / "hf/config.json"
+    cfg = json.loads(path.read_text())
+    edit(cfg)
+    path.write_text(json.dumps(cfg))
+    return tmp_path / "hf"
+
+
+def assert_reshard_refuses(tmp_path, error, key):
+    """Resharding tmp_path/hf raises one ``error`` naming config.json and ``key``, writing nothing."""
+    with pytest.raises(error) as e:
+        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
+    assert e.value.key == key and "config.json" in str(e.value)
+    assert_nothing_written(tmp_path / "out")
+
+
 def test_missing_rank_names_it(ckpt, tmp_path):
     shutil.rmtree(ckpt / "release/mp_rank_01_001")
     with pytest.raises(LayoutError, match=r"missing rank directories mp_rank_01_001 for TP=2 PP=2"):
@@ -242,14 +260,8 @@ def test_model_without_stock_class(tmp_path):
     ],
 )
 def test_config_no_megatron_model_computes_names_the_key(tmp_path, arch, edit, key):
-    write_model(arch(), tmp_path / "hf")
-    cfg = json.loads((tmp_path / "hf/config.json").read_text())
-    cfg.update(edit)
-    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
-    with pytest.raises(UnsupportedModelError) as e:
-        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
-    assert e.value.key == key and "config.json" in str(e.value)
-    assert_nothing_written(tmp_path / "out")
+    hf_with_config(tmp_path, arch(), lambda cfg: cfg.update(edit))
+    assert_reshard_refuses(tmp_path, UnsupportedModelError, key)
 
 
 def test_malformed_config_json(tmp_path):
@@ -269,11 +281,11 @@ def test_malformed_config_json(tmp_path):
     ids=["llama-kv-heads", "llama-ffn", "gpt2-ffn"],
 )
 def test_config_contradicting_the_tensors_names_file_and_key(tmp_path, arch, field, value, key):
-    write_model(arch(), tmp_path / "hf")
-    cfg = json.loads((tmp_path / "hf/config.json").read_text())
-    assert cfg[field] != value
-    cfg[field] = value
-    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
+    def edit(cfg):
+        assert cfg[field] != value
+        cfg[field] = value
+
+    hf_with_config(tmp_path, arch(), edit)
     pattern = rf"shape \[.*\] contradicts config\.json, which gives \[.*model\.safetensors:{re.escape(key)}\]"
     with pytest.raises(ShardMismatchError, match=pattern):
         reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
@@ -404,12 +416,13 @@ def test_rotary_flag_of_older_megatron_means_rope(ckpt, tmp_path):
 )
 def test_rope_scaling_of_a_hub_config_reaches_the_args(tmp_path, rope, args):
     """transformers 4 wrote rope_scaling beside rope_theta; 5 writes rope_parameters."""
-    write_model(llama(), tmp_path / "hf")
-    cfg = json.loads((tmp_path / "hf/config.json").read_text())
-    del cfg["rope_parameters"]
-    cfg["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
-    cfg["rope_theta"] = rope.get("rope_theta", 1e4)
-    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
+
+    def edit(cfg):
+        del cfg["rope_parameters"]
+        cfg["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+        cfg["rope_theta"] = rope.get("rope_theta", 1e4)
+
+    hf_with_config(tmp_path, llama(), edit)
     reshard(tmp_path / "hf", tmp_path / "ckpt", tp=1, pp=1, fsync=False)
     written = json.loads((tmp_path / "ckpt/release/arguments.json").read_text())
     assert {k: written.get(k) for k in args} == args
@@ -431,14 +444,8 @@ def test_rope_scaling_of_a_hub_config_reaches_the_args(tmp_path, rope, args):
     ids=["yarn", "llama3-other-than-megatron-fixes"],
 )
 def test_rope_megatron_cannot_express_is_refused(tmp_path, rope):
-    write_model(llama(), tmp_path / "hf")
-    cfg = json.loads((tmp_path / "hf/config.json").read_text())
-    cfg["rope_parameters"] = rope
-    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
-    with pytest.raises(UnsupportedModelError) as e:
-        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
-    assert e.value.key == "rope_parameters" and "config.json" in str(e.value)
-    assert_nothing_written(tmp_path / "out")
+    hf_with_config(tmp_path, llama(), lambda cfg: cfg.update(rope_parameters=rope))
+    assert_reshard_refuses(tmp_path, UnsupportedModelError, "rope_parameters")
 
 
 def test_query_groups_default_without_the_gqa_flag_is_multi_head(tmp_path):
@@ -454,10 +461,7 @@ def test_query_groups_default_without_the_gqa_flag_is_multi_head(tmp_path):
 @pytest.mark.parametrize(("arch", "tied"), [(llama, False), (gpt2, True)], ids=["llama-untied", "gpt2-tied"])
 def test_absent_tie_word_embeddings_means_the_class_default(tmp_path, arch, tied):
     """transformers fills an absent tie_word_embeddings from the class: GPT-2 ties, the others do not."""
-    write_model(arch(tied=tied), tmp_path / "hf")
-    cfg = json.loads((tmp_path / "hf/config.json").read_text())
-    del cfg["tie_word_embeddings"]
-    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
+    hf_with_config(tmp_path, arch(tied=tied), lambda cfg: cfg.pop("tie_word_embeddings"))
     reshard(tmp_path / "hf", tmp_path / "ckpt", tp=1, pp=1, fsync=False)
     args = json.loads((tmp_path / "ckpt/release/arguments.json").read_text())
     assert args["untie_embeddings_and_output_weights"] is not tied
@@ -500,14 +504,8 @@ def test_ungated_shared_experts_are_refused(tmp_path):
 def test_malformed_config_value_names_the_key(tmp_path, arch, edit, key):
     """A config.json value of the wrong type, not finite, out of range or contradicting another
     is one LayoutError naming config.json and the key, before anything is enumerated or allocated."""
-    write_model(arch(), tmp_path / "hf")
-    cfg = json.loads((tmp_path / "hf/config.json").read_text())
-    cfg.update(edit)
-    (tmp_path / "hf/config.json").write_text(json.dumps(cfg))
-    with pytest.raises(LayoutError) as e:
-        reshard(tmp_path / "hf", tmp_path / "out", tp=1, pp=1)
-    assert e.value.key == key and "config.json" in str(e.value)
-    assert_nothing_written(tmp_path / "out")
+    hf_with_config(tmp_path, arch(), lambda cfg: cfg.update(edit))
+    assert_reshard_refuses(tmp_path, LayoutError, key)
 
 
 @pytest.mark.parametrize(
