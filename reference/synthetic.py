@@ -6,9 +6,11 @@ Golden releases and tests build their tiny models here, so nothing is ever downl
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ._sourcebase import OwnedMemory
@@ -16,11 +18,26 @@ from .arch import Arch, Layout
 from .rows import Rows
 from .spec import canonical_keys, expected_shape, rule_for
 
-__all__ = ["random_weights", "DictSource"]
+__all__ = ["gaussian", "random_weights", "DictSource"]
 
 
 def _seed(seed: int, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def gaussian(shape: Sequence[int], seed: int, *, std: float = 1.0) -> torch.Tensor:
+    """Float32 normal draws that are the same bytes on every CPU.
+
+    ``torch.randn`` is not: its vectorised Box-Muller (AVX2, AVX-512, NEON or scalar, chosen at
+    run time) rounds differently, so weights drawn with it differ between machines. NumPy's PCG64
+    with its ziggurat is integer arithmetic and table lookups; one float64 product by ``std`` and
+    one rounding to float32 are exact IEEE operations.
+
+    >>> gaussian([2], seed=0).tolist() == gaussian([2], seed=0).tolist()
+    True
+    """
+    draws = np.random.default_rng(seed).standard_normal(tuple(shape), dtype=np.float64) * std
+    return torch.from_numpy(draws.astype(np.float32))
 
 
 def random_weights(
@@ -34,8 +51,7 @@ def random_weights(
     for key in canonical_keys(arch):
         rule, _, _ = rule_for(key)
         shape = list(expected_shape(rule, arch, padded_vocab=arch.rows_vocab))
-        g = torch.Generator().manual_seed(_seed(seed, key))
-        t = torch.randn(shape, generator=g, dtype=torch.float32) * std
+        t = gaussian(shape, _seed(seed, key), std=std)
         if key.endswith("layernorm.weight"):
             t = 1.0 + t * 0.5
         out[key] = t.to(dtype)

@@ -1,5 +1,6 @@
 """Shared fixtures for pytest-vla's own tests."""
 
+import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,25 @@ pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "golden"
+
+
+def another_cpu_env() -> dict[str, str]:
+    """Environment variables that make this machine compute floats the way a plainer CPU would.
+
+    torch runs its scalar kernels instead of AVX2/AVX-512 (or SVE), MKL and OpenBLAS their
+    oldest kernels, NumPy only its baseline SIMD, all on one thread: a float32 reduction then
+    rounds as on another machine, which is what a release built here meets in a user's CI.
+    """
+    env = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    if platform.machine() in ("x86_64", "AMD64"):
+        env |= {
+            "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+            "OPENBLAS_CORETYPE": "Prescott",
+            "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR",
+        }
+    elif platform.machine() in ("aarch64", "arm64"):
+        env |= {"OPENBLAS_CORETYPE": "ARMV8"}
+    return env
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ __all__ = [
     "VISUAL_TENSOR",
     "AUDIO_TENSOR",
     "nearest",
+    "tie_margin",
     "residual_quantize",
     "residual_decode",
     "visual_codebook",
@@ -133,6 +134,29 @@ def nearest(vectors: np.ndarray, codebook: np.ndarray) -> np.ndarray:
         for j in range(c.shape[1]):  # index order: deterministic whatever the SIMD width
             dist += (block[:, j, None] - c[None, :, j]) ** 2
         out[start : start + len(block)] = np.argmin(dist, axis=1)  # first minimum: lowest index
+    return out
+
+
+def tie_margin(vectors: np.ndarray, codebook: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """How far each vector lies from the boundary where its code would change, in vector units.
+
+    For the chosen row ``c`` and any other row ``o`` the boundary is the bisecting hyperplane, at
+    distance ``(|x - o|^2 - |x - c|^2) / (2 |o - c|)`` from ``x``; the margin is the smallest over
+    ``o`` (``inf`` for a one-row codebook; rows equal to ``c`` never win, ties go to the lowest index).
+    A float computed on another CPU moves ``x`` by a few ULP: a margin far above that keeps the code.
+
+    >>> tie_margin(np.array([[0.4]]), np.array([[0.0], [1.0]]), np.array([0])).round(6).tolist()
+    [0.1]
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    c = np.asarray(codebook, dtype=np.float64)
+    out = np.full(len(x), np.inf)
+    for start in range(0, len(x), _CHUNK):
+        block, chosen = x[start : start + _CHUNK], c[codes[start : start + _CHUNK]]
+        dist = ((block[:, None, :] - c[None]) ** 2).sum(-1) - ((block - chosen) ** 2).sum(-1)[:, None]
+        sep = np.linalg.norm(c[None] - chosen[:, None], axis=-1)
+        margin = np.where(sep > 0, dist / np.where(sep > 0, 2 * sep, 1.0), np.inf)
+        out[start : start + len(block)] = margin.min(axis=1, initial=np.inf)
     return out
 
 
