@@ -135,6 +135,9 @@ class Arch:
     moe_shared_expert_gate: bool = False  # a sigmoid gate on the shared experts' output
     activation: str = "gelu"  # "silu" (SwiGLU), "gelu" (erf) or "gelu_tanh"
     params_dtype: torch.dtype = torch.float32
+    # What the recorded arguments left out that changes the function, and the default taken for
+    # it: one line each, naming the argument (said by every command that reads the checkpoint)
+    assumed: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     @property
     def qkv_bias(self) -> bool:
@@ -257,6 +260,7 @@ class Params:
         self._noun = noun
         self._prefix = prefix  # before each key named in an error: where a nested object sits
         self._fix = fix or "record the training arguments (Megatron writes them as 'args' or arguments.json)"
+        self.assumed: list[builtins.str] = []
 
     def get(self, name: str, default: Any = None) -> Any:
         value = self._raw.get(name, default)
@@ -264,6 +268,15 @@ class Params:
 
     def has(self, name: str) -> bool:
         return self._raw.get(name) is not None
+
+    def assume(self, names: tuple[builtins.str, ...], default: Any, meaning: builtins.str) -> None:
+        """Note that none of ``names`` (an argument and its older spellings) is recorded, so the
+        function is computed with Megatron's ``default`` for it, which ``meaning`` spells out."""
+        if not any(self.has(n) for n in names):
+            self.assumed.append(
+                f"{names[0]} is not recorded: assumed {default!r} (Megatron's default), {meaning}; "
+                f"if the run used another value, add {names[0]} to the arguments (arguments.json)"
+            )
 
     @property
     def raw(self) -> Mapping[str, Any]:
@@ -493,7 +506,27 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
         params_dtype=params_dtype,
     )
     check_relations(arch, source=source, key=str)
-    return arch
+    _note_assumptions(a, arch)
+    return dataclasses.replace(arch, assumed=tuple(a.assumed))
+
+
+def _note_assumptions(a: Params, arch: Arch) -> None:
+    """The defaults this model's function rests on when its arguments do not record them."""
+    a.assume(("normalization",), "LayerNorm", f"so the norms are {arch.normalization}")
+    a.assume(("norm_epsilon", "layernorm_epsilon"), 1e-5, "the norms' epsilon")
+    a.assume(("swiglu",), False, "so the MLP is not gated")
+    a.assume(("untie_embeddings_and_output_weights",), False, "so the output layer is the embedding")
+    a.assume(("add_bias_linear",), True, "so the linear layers have biases")
+    if not a.bool("use_rotary_position_embeddings", False):
+        a.assume(("position_embedding_type",), "learned_absolute", f"so positions are {arch.position_embedding_type}")
+    if arch.position_embedding_type == "rope":
+        a.assume(("rotary_base",), 10000, "the RoPE base")
+    if arch.activation != "silu" and arch.add_bias_linear and not a.bool("openai_gelu", False):
+        a.assume(
+            ("bias_gelu_fusion", "bias_activation_fusion"),
+            True,
+            f"so the MLP's GELU is the fused bias-GELU's tanh approximation ({arch.activation})",
+        )
 
 
 def _rope_scaling_factor(a: Params) -> float | None:

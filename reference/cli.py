@@ -125,6 +125,8 @@ def _inspect(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     for k in ("source", "format", "architecture", "layout", "iteration", "checkpoint_version", "dialects", "args_from"):
         if k in info:
             out(f"{k + ':':<20}{info[k]}")
+    for note in info["assumed"]:
+        out(f"{'assumed:':<20}{note}")
     out("hyperparameters:")
     for k, v in sorted(info["arch"].items()):
         out(f"  {k:<40}{v}")

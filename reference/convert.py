@@ -65,11 +65,17 @@ def open_source(
     if (path / "config.json").is_file():
         return HFSource(path)
     ckpt = find_checkpoint(path)
+    src: Source
     if ckpt.format == "torch_dist":
         from .torch_dist import TorchDistSource
 
-        return TorchDistSource.open(path, vocab_size=vocab_size)
-    src = MegatronSource.open(path, vocab_size=vocab_size, verify=verify, background=background)
+        dist_src = TorchDistSource.open(path, vocab_size=vocab_size)
+        src, args_file = dist_src, dist_src.args_file
+    else:
+        mega_src = MegatronSource.open(path, vocab_size=vocab_size, verify=verify, background=background)
+        src, args_file = mega_src, mega_src.args_file
+    for note in src.arch.assumed:
+        log.warning("%s [%s]", note, args_file)
     if src.arch.vocab_size is None:
         log.warning(
             "true vocabulary size unknown: keeping %d padded rows (pass --vocab-size or --tokenizer to strip them)",
@@ -164,10 +170,13 @@ def reshard(
 
 
 def describe_source(src: Source) -> dict[str, Any]:
+    # the arguments as Megatron would record them for this layout, but the vocabulary as stored
+    arch = {**src.arch.to_args(src.layout), "padded_vocab_size": src.arch.padded_vocab_size}
     return {
         "source": str(src.path),
         **src.describe(),
-        "arch": json.loads(json.dumps(src.arch.to_args(src.layout), default=str)),
+        "assumed": list(src.arch.assumed),
+        "arch": json.loads(json.dumps(arch, default=str)),
     }
 
 

@@ -354,7 +354,8 @@ def _fill_training_state(root: Path, arch: Arch, seed: int) -> None:
                 pad_from = max(arch.vocab_size - start, 0)
                 if pad_from < t.shape[0]:
                     t[pad_from:] = gaussian(t[pad_from:].shape, noise_seed, std=0.02).to(t.dtype)
-        groups = [{"lr": 3.0e-5, "weight_decay": 0.1, "params": list(range(len(model)))}]
+        params = sorted((k, t) for k, t in model.items() if t is not None)  # not the linears' _extra_state
+        groups = [{"lr": 3.0e-5, "weight_decay": 0.1, "params": list(range(len(params)))}]
         if arch.params_dtype == torch.float32:
             # plain Adam: its fp32 moments live in this file, beside the weights
             moments = {
@@ -362,7 +363,7 @@ def _fill_training_state(root: Path, arch: Arch, seed: int) -> None:
                     "exp_avg": torch.zeros_like(t, dtype=torch.float32),
                     "exp_avg_sq": torch.full_like(t, 1e-8, dtype=torch.float32),
                 }
-                for j, (_, t) in enumerate(sorted(model.items()))
+                for j, (_, t) in enumerate(params)
             }
             state["optimizer"] = {"state": moments, "param_groups": groups}
         else:

@@ -181,6 +181,8 @@ class _Rank:
         h = self._norm(p + "input_layernorm", x)
         qkv = F.linear(h, w[p + "self_attention.linear_qkv.weight"], w.get(p + "self_attention.linear_qkv.bias"))
         share = max(self.layout.tp // a.num_query_groups, 1)
+        if share > 1:
+            qkv = self._own_group(qkv, share)
         norms = qk_norm(a, self.get, p + "self_attention.")
         ctx = attention(a, qkv, cos_sin, heads_per_group=a.heads_per_group // share, qk_norm=norms)
         out = self._allreduce(F.linear(ctx, w[p + "self_attention.linear_proj.weight"]), self.groups.tp)
@@ -200,6 +202,19 @@ class _Rank:
         if a.add_bias_linear:
             y = y + w[p + "mlp.linear_fc2.bias"]
         return x + y
+
+    def _own_group(self, qkv: torch.Tensor, share: int) -> torch.Tensor:
+        """With fewer query groups than TP ranks, each rank's rows are 1/share of one group: gather
+        the projection, keep this rank's group and its share of the group's query heads:
+        ``[q_slice, k, v]`` (as megatron-core's get_query_key_value_tensors does)."""
+        a, d = self.arch, self.arch.kv_channels
+        parts = [torch.empty_like(qkv) for _ in range(self.layout.tp)]
+        dist.all_gather(parts, qkv.contiguous(), group=self.groups.tp)
+        group, j = divmod(self.me.tp, share)
+        width = (a.heads_per_group + 2) * d
+        block = torch.cat(parts, dim=-1)[..., group * width : (group + 1) * width]
+        q = a.heads_per_group // share * d
+        return torch.cat([block[..., j * q : (j + 1) * q], block[..., a.heads_per_group * d :]], dim=-1)
 
     def _expert_getter(self) -> Callable[[str], torch.Tensor]:
         # fc2 partial sums are all-reduced over TP: its (replicated) bias is added once, on TP rank 0

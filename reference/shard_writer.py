@@ -28,7 +28,7 @@ from .errors import LayoutError, ShardMismatchError, UnsupportedModelError
 from .hf import Source
 from .layout import RANK_FILE, TRACKER, rank_dir_name
 from .rows import Rows
-from .spec import Scope, Split, canonical_keys, format_key, rule_for
+from .spec import Scope, Split, canonical_keys, extra_state_keys, format_key, rule_for
 from .tp import split_tp
 
 __all__ = ["write_megatron", "check_layout", "CHECKPOINT_VERSION"]
@@ -44,7 +44,7 @@ def check_layout(arch: Arch, layout: Layout) -> None:
     if arch.num_layers % layout.pp:
         problems.append(f"{arch.num_layers} layers do not split evenly over PP={layout.pp}")
     g, t = arch.num_query_groups, layout.tp
-    if not (g % t == 0 or (t % g == 0 and arch.heads_per_group % (t // g) == 0)):
+    if not (g % t == 0 or (t % g == 0 and arch.heads_per_group % (t // g) == 0 and arch.qkv_rows % t == 0)):
         problems.append(f"{g} query groups of {arch.heads_per_group} heads cannot be split over TP={t}")
     for name, size in (("ffn_hidden_size", arch.ffn_hidden_size), ("hidden_size", arch.hidden_size)):
         if size % t:
@@ -213,7 +213,7 @@ def write_megatron(
                     try:
                         for tp in range(layout.tp):
                             rank_dir = tmp / iter_name / rank_dir_name(tp, pp, ep, layout)
-                            ranks.append(_skeleton(src, layout, mine, rank_dir, tp, iteration, args))
+                            ranks.append(_skeleton(src, layout, mine, rank_dir, tp, pp, iteration, args))
                         for key, full in _read_ahead(src, [key for key, _ in mine], padded):
                             rule, _, _ = rule_for(key)
                             parts = [split_tp(rule, arch, full, tp=layout.tp, rank=tp) for tp in range(layout.tp)]
@@ -262,6 +262,7 @@ def _skeleton(
     mine: list[tuple[str, str]],
     rank_dir: Path,
     tp: int,
+    pp: int,
     iteration: int | None,
     args: dict[str, Any],
 ) -> _RankFile:
@@ -271,6 +272,8 @@ def _skeleton(
         rule, _, _ = rule_for(key)
         full = _stored(src.get(key, meta=True), rule, args["padded_vocab_size"], key)
         skeleton[local] = _placeholder(split_tp(rule, src.arch, full, tp=layout.tp, rank=tp))
+    for key in extra_state_keys([local for _, local in mine], last_stage=pp == layout.pp - 1):
+        skeleton[key] = None  # what megatron-core's linear modules save as their extra state
     state = {
         "model": skeleton,
         "iteration": 0 if iteration is None else iteration,

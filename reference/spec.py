@@ -27,6 +27,8 @@ __all__ = [
     "RULES",
     "ALIASES",
     "IGNORED_SUFFIXES",
+    "LINEAR_MODULES",
+    "extra_state_keys",
     "rule_for",
     "canonical_keys",
     "expected_shape",
@@ -254,6 +256,29 @@ ALIASES: Final[tuple[KeyAlias, ...]] = tuple(
 
 # Keys that carry no weights: Transformer Engine's FP8 metadata, buffers of older versions.
 IGNORED_SUFFIXES: Final[tuple[str, ...]] = ("._extra_state", ".inv_freq", ".rotary_pos_emb.inv_freq")
+
+# megatron-core's Column/RowParallelLinear modules (and Transformer Engine's) keep an
+# ``_extra_state`` entry in their state dict (None, or TE's FP8 metadata): a strict
+# load_state_dict asks for one per linear module, the output layer's even when it is tied.
+LINEAR_MODULES: Final[tuple[str, ...]] = ("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2", "output_layer")
+EXTRA_STATE: Final = "_extra_state"
+
+
+def extra_state_keys(local_keys: Iterator[str] | list[str], *, last_stage: bool) -> list[str]:
+    """The ``_extra_state`` keys of the linear modules whose parameters are ``local_keys``.
+
+    >>> extra_state_keys(["decoder.layers.0.mlp.linear_fc1.weight", "decoder.layers.0.mlp.linear_fc1.bias",
+    ...                   "decoder.final_layernorm.weight"], last_stage=True)
+    ['decoder.layers.0.mlp.linear_fc1._extra_state', 'output_layer._extra_state']
+    """
+    out: dict[str, None] = {}
+    for key in local_keys:
+        module, _, _ = key.rpartition(".")
+        if module.rpartition(".")[2] in LINEAR_MODULES:
+            out[f"{module}.{EXTRA_STATE}"] = None
+    if last_stage:
+        out[f"output_layer.{EXTRA_STATE}"] = None
+    return list(out)
 
 
 def _compile(template: str) -> re.Pattern[str]:

@@ -49,7 +49,17 @@ from torch.distributed.checkpoint.metadata import (
     TensorProperties,
     TensorStorageMetadata,
 )
-from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
+from torch.distributed.checkpoint.planner import (
+    BytesIOWriteData,
+    LoadItemType,
+    LoadPlan,
+    LoadPlanner,
+    ReadItem,
+    SavePlan,
+    TensorWriteData,
+    WriteItem,
+    WriteItemType,
+)
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 from torch.serialization import _get_layout
 
@@ -99,6 +109,12 @@ _DCP_GLOBALS: Final[Mapping[tuple[str, str], Any]] = {
             StorageMeta,
             _MEM_FORMAT_ENCODING,
         )
+    },
+    # megatron-core >= 0.14 caches every rank's save plan in the Metadata (``all_local_plans``):
+    # frozen dataclasses and an enum of DCP's planner, never read here
+    **{
+        ("torch.distributed.checkpoint.planner", cls.__name__): cls
+        for cls in (SavePlan, WriteItem, WriteItemType, TensorWriteData, BytesIOWriteData)
     },
     ("torch.distributed._shard.sharded_tensor.metadata", "TensorProperties"): TensorProperties,
     ("torch.distributed._shard.sharded_tensor.metadata", "MEM_FORMAT_ENCODING"): _MEM_FORMAT_ENCODING,

@@ -39,19 +39,14 @@ def rank_ranges(rule: ParamRule, arch: Arch, total: int, tp: int, rank: int) -> 
 
 
 def _qkv_ranges(arch: Arch, tp: int, rank: int, per_head: int) -> list[tuple[int, int]]:
+    # linear_qkv is an ordinary column-parallel linear over the group-interleaved matrix
+    # (per query group: [q_0..q_{h/g-1}, k, v]), split evenly: with G >= TP a rank holds G/TP whole
+    # groups; with G < TP (TP a multiple of G) a rank holds 1/(TP/G) of one group's rows, and
+    # megatron-core all-gathers the projection to pick its group's K/V and its share of the queries.
     groups, qpg = arch.num_query_groups, arch.heads_per_group
-    group_rows = (qpg + 2) * per_head
-    if groups % tp == 0:
-        local = groups // tp
-        return [(rank * local * group_rows, (rank + 1) * local * group_rows)]
-    if tp % groups == 0 and qpg % (tp // groups) == 0:
-        # fewer groups than ranks: each group's K/V is replicated on tp/groups ranks,
-        # and those ranks share its query heads: [q_slice_r, k_g, v_g]
-        share = tp // groups
-        group, j = divmod(rank, share)
-        q = qpg // share * per_head
-        base = group * group_rows
-        return [(base + j * q, base + (j + 1) * q), (base + qpg * per_head, base + group_rows)]
+    total = groups * (qpg + 2) * per_head
+    if groups % tp == 0 or (tp % groups == 0 and qpg % (tp // groups) == 0 and total % tp == 0):
+        return [_even(total, tp, rank, "linear_qkv")]
     raise LayoutError(
         f"{arch.num_attention_heads} heads in {groups} query groups cannot be split over TP={tp}",
         key="num_query_groups",
@@ -106,20 +101,9 @@ def merge_tp(
     pieces: list[Rows] = []
     covered = 0
     for a, b, rank, local in segments:
-        piece = shards[rank].slice(local, local + b - a)
-        if a < covered:  # a replica of rows already taken (K/V shared by several ranks)
-            if verify:
-                first = next((r, start) for (a2, b2, r, start) in segments if (a2, b2) == (a, b) and r != rank)
-                if not shards[first[0]].slice(first[1], first[1] + b - a).equal(piece):
-                    raise ShardMismatchError(
-                        f"rows {a}:{b} are replicated on {names[first[0]]} and {names[rank]} but differ",
-                        key=key,
-                        fix="every rank sharing a query group must hold the same K/V",
-                    )
-            continue
         if a != covered:
-            raise ShardMismatchError(f"rows {covered}:{a} are held by no rank", key=key)
-        pieces.append(piece)
+            raise ShardMismatchError(f"rows {covered}:{a} are held by no rank, or by two", key=key)
+        pieces.append(shards[rank].slice(local, local + b - a))
         covered = b
     return Rows.cat(pieces)
 

@@ -33,6 +33,8 @@ def to_legacy(model: dict, *, tied_last_stage: bool, old_names: bool) -> dict:
     lm: dict = {"embedding": {}, "encoder": {}}
     out: dict = {"language_model": lm}
     for key, t in model.items():
+        if key.endswith("._extra_state"):
+            continue  # megatron-core's; the legacy model classes kept none
         if key == "embedding.word_embeddings.weight":
             lm["embedding"]["word_embeddings"] = {"weight": t}
         elif key == "embedding.position_embeddings.weight":

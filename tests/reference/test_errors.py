@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import shutil
 import struct
@@ -456,6 +457,25 @@ def test_query_groups_default_without_the_gqa_flag_is_multi_head(tmp_path):
     _edit_args(tmp_path / "ckpt", lambda args: args.update(group_query_attention=False, num_query_groups=1))
     merge(tmp_path / "ckpt", tmp_path / "out", fsync=False)
     assert (tmp_path / "out/model.safetensors").read_bytes() == (tmp_path / "hf/model.safetensors").read_bytes()
+
+
+def test_an_unrecorded_gelu_fusion_is_said_naming_the_argument(tmp_path, caplog):
+    """Without bias_gelu_fusion in the args the GELU is Megatron's default (the fused tanh one):
+    the merge says so, naming the argument, instead of choosing silently."""
+    write_model(gpt2(activation="gelu_tanh"), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=1, pp=1, fsync=False)
+    with caplog.at_level(logging.WARNING, logger="vla_reference.convert"):
+        merge(tmp_path / "ckpt", tmp_path / "recorded", fsync=False)
+    assert "is not recorded" not in caplog.text
+    _edit_args(tmp_path / "ckpt", lambda args: [args.pop(k, None) for k in ("bias_gelu_fusion", "bias_activation_fusion")])
+    with caplog.at_level(logging.WARNING, logger="vla_reference.convert"):
+        merge(tmp_path / "ckpt", tmp_path / "out", fsync=False)
+    assert "bias_gelu_fusion is not recorded: assumed True (Megatron's default)" in caplog.text
+    assert "tanh approximation" in caplog.text and "arguments.json" in caplog.text
+    assert (tmp_path / "out/model.safetensors").read_bytes() == (tmp_path / "hf/model.safetensors").read_bytes()
+    assert json.loads((tmp_path / "out/config.json").read_text()) == json.loads(
+        (tmp_path / "recorded/config.json").read_text()
+    )
 
 
 @pytest.mark.parametrize(("arch", "tied"), [(llama, False), (gpt2, True)], ids=["llama-untied", "gpt2-tied"])

@@ -28,6 +28,9 @@ def rank_models(root: Path) -> dict[str, dict[str, torch.Tensor]]:
 def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
     for k in a:
+        if a[k] is None or b[k] is None:  # a linear module's _extra_state
+            assert a[k] is None and b[k] is None, k
+            continue
         assert a[k].dtype == b[k].dtype, k
         assert torch.equal(a[k], b[k]), k
 
@@ -137,7 +140,7 @@ def test_dtype_is_kept(tmp_path):
     write_model(llama(), tmp_path / "hf", dtype=torch.bfloat16)
     reshard(tmp_path / "hf", tmp_path / "mg", tp=2, pp=2, fsync=False)
     for model in rank_models(tmp_path / "mg").values():
-        assert {t.dtype for t in model.values()} == {torch.bfloat16}
+        assert {t.dtype for t in model.values() if t is not None} == {torch.bfloat16}
     merge(tmp_path / "mg", tmp_path / "back", fsync=False)
     assert {t.dtype for t in hf_tensors(tmp_path / "back").values()} == {torch.bfloat16}
 
