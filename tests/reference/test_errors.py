@@ -467,7 +467,9 @@ def test_an_unrecorded_gelu_fusion_is_said_naming_the_argument(tmp_path, caplog)
     with caplog.at_level(logging.WARNING, logger="vla_reference.convert"):
         merge(tmp_path / "ckpt", tmp_path / "recorded", fsync=False)
     assert "is not recorded" not in caplog.text
-    _edit_args(tmp_path / "ckpt", lambda args: [args.pop(k, None) for k in ("bias_gelu_fusion", "bias_activation_fusion")])
+    _edit_args(
+        tmp_path / "ckpt", lambda args: [args.pop(k, None) for k in ("bias_gelu_fusion", "bias_activation_fusion")]
+    )
     with caplog.at_level(logging.WARNING, logger="vla_reference.convert"):
         merge(tmp_path / "ckpt", tmp_path / "out", fsync=False)
     assert "bias_gelu_fusion is not recorded: assumed True (Megatron's default)" in caplog.text
