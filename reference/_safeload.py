@@ -18,17 +18,24 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import io
 import logging
+import threading
 import types
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 import torch
-from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
+from torch.serialization import (
+    add_safe_globals,
+    clear_safe_globals,
+    get_safe_globals,
+    get_unsafe_globals_in_checkpoint,
+)
 
 from ._quickload import QuickLoadRefused, file_view, local_header, quick_load
 from .errors import MalformedFileError, UnsafeCheckpointError
@@ -47,6 +54,25 @@ _STAND_IN_PREFIXES: Final[tuple[str, ...]] = ("megatron.", "transformer_engine."
 _STAND_IN_NAMES: Final[frozenset[str]] = frozenset(
     {"pathlib.PosixPath", "pathlib.Path", "pathlib.WindowsPath", "signal.Signals", "torch._C.Generator"}
 )
+
+
+# torch's weights_only allow-list is one per process, and libraries add to it when imported
+# (megatron-core registers numpy's array constructors and its own enums): each load here sets
+# exactly its own list for its duration, one load at a time, and puts the process's back.
+_ALLOW_LIST_LOCK: Final = threading.Lock()
+
+
+@contextlib.contextmanager
+def _exactly(allowed: Sequence[Any]) -> Iterator[None]:
+    with _ALLOW_LIST_LOCK:
+        before = get_safe_globals()
+        clear_safe_globals()
+        add_safe_globals(list(allowed))
+        try:
+            yield
+        finally:
+            clear_safe_globals()
+            add_safe_globals(before)
 
 
 def _stands_in(name: str) -> bool:
@@ -99,7 +125,8 @@ def load_pt(path: Path, *, meta: bool = False, expect: Sequence[str] | None = No
     if expect is not None and (quick := _load_expecting(path, meta, expect)) is not None:
         return quick
     try:
-        names = get_unsafe_globals_in_checkpoint(str(path))
+        with _exactly(()):
+            names = get_unsafe_globals_in_checkpoint(str(path))
     except Exception as e:  # noqa: BLE001 - torch raises bare RuntimeError/UnpicklingError
         raise MalformedFileError(f"unreadable checkpoint: {e}", path=path, fix="re-copy the file") from e
     stand_ins = sorted(n for n in names if _stands_in(n))
@@ -113,7 +140,7 @@ def load_pt(path: Path, *, meta: bool = False, expect: Sequence[str] | None = No
         )
     allowed = [*_ALLOWED, *((Opaque, name) for name in stand_ins)]
     try:
-        with safe_globals(allowed):
+        with _exactly(allowed):
             obj = _torch_load(path, meta)
     except Exception as e:  # noqa: BLE001 - truncated data surfaces as RuntimeError
         raise MalformedFileError(f"cannot load checkpoint: {e}", path=path, fix="re-copy the file") from e
@@ -134,7 +161,7 @@ def _load_expecting(path: Path, meta: bool, expect: Sequence[str]) -> LoadedPick
     (a global beyond them, a truncated file...): ``load_pt`` then scans the file and raises the
     error that names the problem, or loads it with its own stand-ins."""
     try:
-        with safe_globals([*_ALLOWED, *((Opaque, name) for name in expect)]):
+        with _exactly([*_ALLOWED, *((Opaque, name) for name in expect)]):
             return LoadedPickle(_torch_load(path, meta), list(expect))
     except Exception:  # noqa: BLE001 - torch raises bare RuntimeError/UnpicklingError; reported by the scan
         return None

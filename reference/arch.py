@@ -213,7 +213,9 @@ class Arch:
                 num_experts=self.num_experts,
                 moe_router_topk=self.moe_router_topk,
                 moe_ffn_hidden_size=self.moe_ffn_hidden_size,
-                moe_layer_freq=[int(x) for x in self.moe_layers],
+                # Megatron's default 1 (every layer) when it is so: a list makes megatron-core
+                # key torch_dist layers one by one instead of stacking them
+                moe_layer_freq=1 if all(self.moe_layers) else [int(x) for x in self.moe_layers],
                 moe_router_pre_softmax=self.moe_router_pre_softmax,
                 moe_router_score_function=self.moe_router_score_function,
             )
@@ -439,7 +441,7 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
     interpolation = a.get("rotary_seq_len_interpolation_factor")
     divisible = a.int("make_vocab_size_divisible_by", 128)
     layout = layout_from_args(raw, source=source)
-    true_vocab = vocab_size if vocab_size is not None else a.int("vocab_size") if a.has("vocab_size") else None
+    true_vocab = vocab_size if vocab_size is not None else _recorded_vocab(a)
     if a.has("padded_vocab_size"):
         padded = a.int("padded_vocab_size")
     elif true_vocab is not None:
@@ -508,6 +510,15 @@ def arch_from_args(raw: Mapping[str, Any], *, source: Path, vocab_size: int | No
     check_relations(arch, source=source, key=str)
     _note_assumptions(a, arch)
     return dataclasses.replace(arch, assumed=tuple(a.assumed))
+
+
+def _recorded_vocab(a: Params) -> int | None:
+    """The true vocabulary size the args record, if any. Megatron's ``--vocab-size`` is the size
+    "before EOD or padding", read only by its NullTokenizer, which adds the EOD token after it."""
+    if not a.has("vocab_size"):
+        return None
+    size = a.int("vocab_size")
+    return size + 1 if a.get("tokenizer_type") == "NullTokenizer" else size
 
 
 def _note_assumptions(a: Params, arch: Arch) -> None:

@@ -66,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pp", type=_positive, required=True)
     r.add_argument("--ep", type=_positive, default=1)
     r.add_argument("--iteration", type=int, default=None, help="write iter_NNNNNNN/ instead of release/")
+    r.add_argument(
+        "--format",
+        choices=("torch", "torch_dist"),
+        default="torch",
+        help="Megatron's --ckpt-format: one model_optim_rng.pt per rank (default), or torch_dist",
+    )
+    r.add_argument(
+        "--make-vocab-size-divisible-by",
+        type=_positive,
+        default=None,
+        help="pad the vocabulary as the training run will (Megatron's flag; default: the source's, else 128)",
+    )
     vocab_opts(r)
     out_opts(r)
 
@@ -182,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 vocab_size=args.vocab_size,
                 tokenizer=args.tokenizer,
                 iteration=args.iteration,
+                make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
+                ckpt_format=args.format,
                 overwrite=args.overwrite,
                 fsync=args.fsync,
                 progress=progress,

@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from .arch import Layout
 from .errors import LayoutError, MalformedFileError
@@ -20,6 +20,9 @@ from .shard_writer import write_megatron
 __all__ = ["open_source", "merge", "reshard", "tokenizer_vocab_size"]
 
 log = logging.getLogger(__name__)
+
+# Megatron's --ckpt-format values the converter writes
+CKPT_FORMATS: Final = ("torch", "torch_dist")
 
 
 def tokenizer_vocab_size(path: Path) -> int:
@@ -147,22 +150,50 @@ def reshard(
     vocab_size: int | None = None,
     tokenizer: Path | None = None,
     iteration: int | None = None,
+    make_vocab_size_divisible_by: int | None = None,
+    ckpt_format: str = "torch",
     overwrite: bool = False,
     fsync: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Write a Hugging Face directory (or another Megatron checkpoint) as Megatron at TP/PP/EP.
 
+    ``ckpt_format`` is Megatron's ``--ckpt-format``: ``torch`` (one ``model_optim_rng.pt`` per
+    rank) or ``torch_dist`` (layout-free global tensors that megatron-core reshards as it loads).
+
+    The vocabulary is padded to a multiple of ``make_vocab_size_divisible_by * tp``, as the
+    training run that loads the checkpoint will pad it (default: the source's setting, 128 for a
+    Hugging Face directory); megatron-core refuses an embedding of any other size.
+
     Example:
         >>> reshard(Path("hf"), Path("ckpt"), tp=2, pp=2)  # doctest: +SKIP
     """
+    if ckpt_format not in CKPT_FORMATS:
+        raise LayoutError(
+            f"checkpoint format {ckpt_format!r} is not one Megatron reads",
+            key="ckpt_format",
+            fix=f"choose one of {', '.join(CKPT_FORMATS)}",
+        )
     with _streaming():
         src = open_source(src_path, vocab_size=vocab_size, tokenizer=tokenizer)
+        if ckpt_format == "torch_dist":
+            from .torch_dist_writer import write_torch_dist
+
+            return write_torch_dist(
+                src,
+                Path(dst),
+                Layout(tp=tp, pp=pp, ep=ep),
+                iteration=iteration,
+                make_vocab_size_divisible_by=make_vocab_size_divisible_by,
+                overwrite=overwrite,
+                fsync=fsync,
+            )
         return write_megatron(
             src,
             Path(dst),
             Layout(tp=tp, pp=pp, ep=ep),
             iteration=iteration,
+            make_vocab_size_divisible_by=make_vocab_size_divisible_by,
             overwrite=overwrite,
             fsync=fsync,
             progress=progress,

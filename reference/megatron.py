@@ -161,9 +161,9 @@ def resolve_args(
     """Hyperparameters from ``args`` in the rank file, else from ``arguments.json``.
 
     ``args`` holding a class outside the allow-list (a Megatron enum such as ``AttnBackend``,
-    which recent Megatron always records) is set aside in favour of ``arguments.json`` with a
-    warning. Without one, ``args`` is still used when none of the stood-in fields is a
-    hyperparameter the converter reads; otherwise this fails naming the fields that blocked it.
+    which recent Megatron always records) is still used, without those fields, when none of
+    them is a hyperparameter the converter reads. Otherwise it is set aside in favour of
+    ``arguments.json`` with a warning; without one, this fails naming the fields that blocked it.
     """
     blocked = ""
     if loaded is not None and pt_path is not None:
@@ -179,11 +179,10 @@ def resolve_args(
                 f"({', '.join(loaded.stand_ins)}) in {', '.join(opaque)}"
             )
             needed = sorted(set(opaque) & HYPERPARAMETER_ARGS)
-            if arguments_json is None and not needed:
-                log.warning("%s; those fields are not hyperparameters, ignoring them", blocked)
+            if not needed:  # recent Megatron always records attention_backend, an enum of its own
+                log.info("%s; those fields are not hyperparameters, ignoring them", blocked)
                 return {k: v for k, v in raw.items() if k not in opaque}, pt_path
-            if needed:
-                blocked += f" (needed: {', '.join(needed)})"
+            blocked += f" (needed: {', '.join(needed)})"
     if arguments_json is not None:
         if blocked:
             log.warning("%s; using %s instead", blocked, arguments_json)

@@ -8,6 +8,7 @@ rule); merging strips them again, so the padding never reaches a Hugging Face ch
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -177,6 +178,7 @@ def write_megatron(
     layout: Layout,
     *,
     iteration: int | None = None,
+    make_vocab_size_divisible_by: int | None = None,
     overwrite: bool = False,
     fsync: bool = True,
     progress: Callable[[int], None] | None = None,
@@ -187,6 +189,8 @@ def write_megatron(
     if layout.ep > 1 and not arch.num_experts:
         raise UnsupportedModelError("EP>1 for a model without experts", key="expert_model_parallel_size")
     check_layout(arch, layout)
+    if make_vocab_size_divisible_by is not None:
+        arch = dataclasses.replace(arch, make_vocab_size_divisible_by=make_vocab_size_divisible_by)
     args = arch.to_args(layout)
     padded = args["padded_vocab_size"]
     n_local = arch.num_experts // layout.ep if arch.num_experts else 0
@@ -244,16 +248,16 @@ def _read_ahead(src: Source, keys: list[str], padded: int) -> Iterator[tuple[str
     for key in [*keys, None]:
         nxt = None
         if key is not None:
-            nxt = (key, _stored(src.get(key), rule_for(key)[0], padded, key))
+            nxt = (key, stored_for_split(src.get(key), padded, key))
             src.prefetch(nxt[1])
         if ahead is not None:
             yield ahead
         ahead = nxt
 
 
-def _stored(full: Rows, rule: Any, padded: int, key: str) -> Rows:
-    """The tensor as the checkpoint stores it before splitting: vocabulary rows padded for the new TP."""
-    return _pad_vocab(full, padded, key) if rule.split is Split.VOCAB else full
+def stored_for_split(full: Rows, padded: int, key: str) -> Rows:
+    """The tensor as a checkpoint stores it before splitting: vocabulary rows padded for the new TP."""
+    return _pad_vocab(full, padded, key) if rule_for(key)[0].split is Split.VOCAB else full
 
 
 def _skeleton(
@@ -267,10 +271,10 @@ def _skeleton(
     args: dict[str, Any],
 ) -> _RankFile:
     """Save one rank's file without tensor bytes (torch's own zip records, sized), open to fill."""
-    skeleton = {}
+    skeleton: dict[str, torch.Tensor | None] = {}
     for key, local in mine:
         rule, _, _ = rule_for(key)
-        full = _stored(src.get(key, meta=True), rule, args["padded_vocab_size"], key)
+        full = stored_for_split(src.get(key, meta=True), args["padded_vocab_size"], key)
         skeleton[local] = _placeholder(split_tp(rule, src.arch, full, tp=layout.tp, rank=tp))
     for key in extra_state_keys([local for _, local in mine], last_stage=pp == layout.pp - 1):
         skeleton[key] = None  # what megatron-core's linear modules save as their extra state

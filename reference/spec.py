@@ -28,6 +28,7 @@ __all__ = [
     "ALIASES",
     "IGNORED_SUFFIXES",
     "LINEAR_MODULES",
+    "FUSED_NORMS",
     "extra_state_keys",
     "rule_for",
     "canonical_keys",
@@ -228,13 +229,16 @@ def _legacy_aliases() -> Iterator[KeyAlias]:
     yield KeyAlias("legacy", "word_embeddings_for_head.weight", "output_layer.weight")
 
 
+# Transformer Engine fuses the norm in front of a linear into that linear; megatron-core's
+# torch_dist checkpoints use these names for its local spec too (its sharded_state_dict_keys_map).
+FUSED_NORMS: Final[dict[str, str]] = {
+    "self_attention.linear_qkv.layer_norm_": "input_layernorm.",
+    "mlp.linear_fc1.layer_norm_": "pre_mlp_layernorm.",
+}
+
+
 def _te_aliases() -> Iterator[KeyAlias]:
-    # Transformer Engine fuses the norm in front of a linear into that linear.
-    fused_norms = {
-        "self_attention.linear_qkv.layer_norm_": "input_layernorm.",
-        "mlp.linear_fc1.layer_norm_": "pre_mlp_layernorm.",
-    }
-    for local, canonical in fused_norms.items():
+    for local, canonical in FUSED_NORMS.items():
         for leaf in ("weight", "bias"):
             yield KeyAlias("te", f"{_L}{local}{leaf}", f"{_L}{canonical}{leaf}")
     # TEGroupedMLP: one parameter per local expert, the index glued to the name

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run pytest-vla's own tests on 2 workers.
+# Set up (if needed) and run pytest-vla's own tests on 2 workers. loadgroup: the megatron-core
+# modules each run on one worker, so their module-scoped conversions and launches happen once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/pytest ] && .venv/bin/python -c "import vla_reference, pytest_vla" 2>/dev/null || bash scripts/setup.sh
-exec .venv/bin/pytest -n 2 -q tests "$@"
+[ -x .venv/bin/pytest ] && .venv/bin/python -c "import vla_reference, pytest_vla, megatron.core" 2>/dev/null || bash scripts/setup.sh
+exec .venv/bin/pytest -n 2 --dist loadgroup -q tests "$@"

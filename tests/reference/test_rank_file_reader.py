@@ -167,3 +167,29 @@ def test_a_later_rank_file_with_other_foreign_globals_is_read_with_its_stand_ins
     assert _read_rank_file(later, read_first).stand_ins == read_later.stand_ins
     merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
     assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
+
+
+def test_what_other_libraries_add_to_torchs_allow_list_is_not_ours(tmp_path):
+    """megatron-core, once imported, adds numpy's array constructors to torch's process-wide
+    weights_only allow-list: our loads still stand numpy in, and leave the process's list as found."""
+    import numpy
+
+    write_model(llama(), tmp_path / "hf")
+    reshard(tmp_path / "hf", tmp_path / "ckpt", tp=1, fsync=False)
+    (f,) = (tmp_path / "ckpt/release").glob("*/model_optim_rng.pt")
+    state = torch.load(f, weights_only=True)
+    state["rng_state"] = [{"np_rng_state": numpy.random.RandomState(0).get_state()}]
+    state["device"] = torch.device("cpu")  # past the quick reader: torch's own weights_only load
+    torch.save(state, f)
+    others = [numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype, type(numpy.dtype("uint32"))]
+    before = torch.serialization.get_safe_globals()
+    torch.serialization.add_safe_globals(others)
+    try:
+        loaded = load_pt(f)
+        assert "numpy._core.multiarray._reconstruct" in loaded.stand_ins
+        rng = loaded.obj["rng_state"][0]["np_rng_state"]
+        assert not any(isinstance(x, numpy.ndarray) for x in rng), "numpy was unpickled for real"
+        assert all(o in torch.serialization.get_safe_globals() for o in others)
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(before)
