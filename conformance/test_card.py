@@ -22,20 +22,18 @@ from vla_reference.card_release import (
 )
 from vla_reference.card_rules import SECTION_KEYS
 from vla_reference.errors import ReleaseError
+from vla_reference.findings import Finding
 from vla_reference.layout import read_json
 from vla_reference.licenses import license_files
-from vla_reference.problems import Problem
 from vla_reference.release import Release
 from vla_reference.weights import count_parameters
 
 pytestmark = pytest.mark.card
 
 
-def _report(findings: Findings, problems: Iterable[Problem]) -> None:
+def _report(findings: Findings, problems: Iterable[Finding]) -> None:
     __tracebackhide__ = True
-    for p in problems:
-        observed = f"{p.observed} (line {p.line})" if p.line and "(line" not in p.observed else p.observed
-        findings.add(p.what, observed, p.expected, file=p.path, key=p.key, fix=p.fix)
+    findings.extend(problems)
     findings.check()
 
 

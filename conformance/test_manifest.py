@@ -9,6 +9,7 @@ import pytest
 
 from pytest_vla.findings import Findings
 from vla_reference.errors import ReleaseError
+from vla_reference.findings import Finding
 from vla_reference.manifest import (
     MANIFEST,
     Listed,
@@ -22,20 +23,18 @@ from vla_reference.manifest import (
     mismatch_table,
     scan_release,
 )
-from vla_reference.problems import Problem
 from vla_reference.release import Release
 
 pytestmark = pytest.mark.manifest
 
 
-def _report(findings: Findings, problems: Iterable[Problem]) -> None:
+def _report(findings: Findings, problems: Iterable[Finding]) -> None:
     __tracebackhide__ = True
-    for p in problems:
-        findings.add(p.what, p.observed, p.expected, file=p.path, key=p.key, fix=p.fix)
+    findings.extend(problems)
     findings.check()
 
 
-def _listed(release: Release, manifest: dict[str, Any]) -> tuple[dict[str, Listed], list[Problem]]:
+def _listed(release: Release, manifest: dict[str, Any]) -> tuple[dict[str, Listed], list[Finding]]:
     return listed_files(manifest, path=release.root / MANIFEST)
 
 

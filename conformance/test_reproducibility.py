@@ -12,9 +12,9 @@ from pytest_vla.findings import Findings
 from vla_reference.dockerfile import check_dockerfile
 from vla_reference.errors import ReleaseError
 from vla_reference.families import arch_from_config
+from vla_reference.findings import Finding
 from vla_reference.layout import read_json
 from vla_reference.megatron import MegatronSource
-from vla_reference.problems import Problem
 from vla_reference.release import PARTS, Release
 from vla_reference.repro import (
     ENVIRONMENT_FILES,
@@ -34,11 +34,9 @@ from vla_reference.repro import (
 pytestmark = pytest.mark.reproducibility
 
 
-def _report(findings: Findings, problems: Iterable[Problem]) -> None:
+def _report(findings: Findings, problems: Iterable[Finding]) -> None:
     __tracebackhide__ = True
-    for p in problems:
-        observed = f"{p.observed} (line {p.line})" if p.line else p.observed
-        findings.add(p.what, observed, p.expected, file=p.path, key=p.key, fix=p.fix)
+    findings.extend(problems)
     findings.check()
 
 
@@ -66,8 +64,7 @@ def _release_config(release: Release, configs: Path, findings: Findings) -> tupl
         findings.add_error(e, "config.json")
         return None
     path, problems = select_config(configs, _manifest(release), arch, root=release.root)
-    for p in problems:
-        findings.add(p.what, p.observed, p.expected, file=p.path, key=p.key, fix=p.fix)
+    findings.extend(problems)
     if path is None:
         return None
     try:
@@ -100,8 +97,7 @@ def test_release_config_matches_model_config(vla_release: Release, vla_model_dir
         path, config = found
         model_config = vla_model_dir / "config.json"
         _, arch = arch_from_config(read_json(model_config), source=model_config)
-        for p in compare_config_arch(config, arch, path=path, against="config.json"):
-            findings.add(p.what, p.observed, p.expected, file=p.path, key=p.key, fix=p.fix)
+        findings.extend(compare_config_arch(config, arch, path=path, against="config.json"))
     findings.check()
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from pytest_vla.findings import Findings
 from vla_reference.errors import ReleaseError
+from vla_reference.findings import Finding
 from vla_reference.release import Release
 from vla_reference.tokenizer import TOKENIZER_FILES
 from vla_reference.tokenizer_baseline import moved_tokens, tokens_below_baseline, unversioned_change
@@ -21,7 +22,6 @@ from vla_reference.tokenizer_checks import (
     CROSS_FILES,
     GOLDEN_TEXT,
     ROUND_TRIP_CONTEXTS,
-    Mismatch,
     checksum_mismatches,
     cross_file_mismatches,
     duplicate_ids,
@@ -42,12 +42,11 @@ pytestmark = pytest.mark.tokenizer
 VOCAB_FILES: Final = ("vocab.json", "merges.txt")
 
 
-def _check(title: str, release: Release, mismatches: Iterable[Mismatch]) -> None:
+def _check(title: str, release: Release, mismatches: Iterable[Finding]) -> None:
     """Fail with every mismatch as a finding line."""
     __tracebackhide__ = True
     findings = Findings(title, release.root)
-    for m in mismatches:
-        findings.add(m.what, m.observed, m.expected, file=m.path, key=m.key, fix=m.fix)
+    findings.extend(mismatches)
     findings.check()
 
 

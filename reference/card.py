@@ -36,8 +36,8 @@ from .card_rules import (
     Synonyms,
 )
 from .errors import MalformedFileError
+from .findings import Finding
 from .licenses import parse_expression, suggest
-from .problems import Problem
 
 __all__ = [
     "CARD_NAMES",
@@ -239,20 +239,15 @@ class CardFinding:
 
     check: str  # one of CHECKS, or a release cross-check's name
     section: str | None
-    problem: Problem
+    problem: Finding
 
     def to_json(self, root: Path | None = None) -> dict[str, Any]:
-        p = self.problem
+        """The finding record (:meth:`Finding.as_dict`) with the check, section and rendered line."""
         return {
             "check": self.check,
             "section": self.section,
-            "key": p.key,
-            "line": p.line,
-            "what": p.what,
-            "observed": p.observed,
-            "expected": p.expected,
-            "fix": p.fix,
-            "message": p.render(root),
+            **self.problem.as_dict(root),
+            "message": self.problem.render(root),
         }
 
 
@@ -264,7 +259,7 @@ class CardReport:
     sections: dict[str, Status]
     findings: list[CardFinding]
 
-    def of(self, check: str, section: str | None = None) -> list[Problem]:
+    def of(self, check: str, section: str | None = None) -> list[Finding]:
         """The problems one check found (for one section, if given)."""
         return [f.problem for f in self.findings if f.check == check and (section is None or f.section == section)]
 
@@ -338,7 +333,7 @@ class _Linter:
         self.section_blocks = section_blocks(card)
 
     def add(self, check: str, section: str | None, **kw: Any) -> None:
-        self.findings.append(CardFinding(check, section, Problem(path=self.card.path, **kw)))
+        self.findings.append(CardFinding(check, section, Finding(path=self.card.path, **kw)))
 
     def section_key_of(self, line_index: int) -> str | None:
         """The required section whose innermost matching block holds a line."""

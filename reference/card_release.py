@@ -19,10 +19,10 @@ from typing import Any, Final
 from ._markdown import PLAIN_LABEL, table_rows, title_variants
 from .card import CardFinding, ModelCard, parse_date, section_blocks, strip_placeholders
 from .card_rules import FACTS, LIMITATION_TOPICS, SECTION_KEYS
+from .findings import Finding
 from .layout import read_json
 from .licenses import License, identify_text, license_files, parse_expression
 from .manifest import read_manifest
-from .problems import Problem
 from .weights import count_parameters
 
 __all__ = [
@@ -143,7 +143,7 @@ def _where(s: Statement) -> str:
     return s.source + (f" (line {s.line})" if s.line else "")
 
 
-def check_version(card: ModelCard, version: str) -> list[Problem]:
+def check_version(card: ModelCard, version: str) -> list[Finding]:
     """Every version the card states (front matter, labels, title) equals ``release.json``'s."""
     found: list[tuple[str, Statement]] = []
     for s in statements(card, "version", headings=False):
@@ -158,7 +158,7 @@ def check_version(card: ModelCard, version: str) -> list[Problem]:
         )
     if not found:
         return [
-            Problem(
+            Finding(
                 "card states no version",
                 "no 'version:' in the front matter, no version label, no vX.Y.Z in the title",
                 version,
@@ -168,7 +168,7 @@ def check_version(card: ModelCard, version: str) -> list[Problem]:
             )
         ]
     return [
-        Problem(
+        Finding(
             "card version differs from release.json",
             f"{v} in {_where(s)}",
             f"{version} (release.json)",
@@ -182,7 +182,7 @@ def check_version(card: ModelCard, version: str) -> list[Problem]:
     ]
 
 
-def check_release_date(card: ModelCard, release_date: str | None, *, today: dt.date | None = None) -> list[Problem]:
+def check_release_date(card: ModelCard, release_date: str | None, *, today: dt.date | None = None) -> list[Finding]:
     """The card's release dates are ISO, not in the future, and equal ``release.json``'s ``date``.
 
     Front-matter dates are checked for format by ``lint_card``; here only against release.json.
@@ -191,7 +191,7 @@ def check_release_date(card: ModelCard, release_date: str | None, *, today: dt.d
     found = statements(card, "release_date")
     if not found:
         return [
-            Problem(
+            Finding(
                 "card states no release date",
                 "no 'release_date:' in the front matter and no 'Release date' label",
                 release_date or "YYYY-MM-DD",
@@ -208,7 +208,7 @@ def check_release_date(card: ModelCard, release_date: str | None, *, today: dt.d
             m = re.search(r"\d{4}-\d{2}-\d{2}", s.value)
             if m is None:
                 out.append(
-                    Problem(
+                    Finding(
                         "release date not ISO 8601",
                         f"{s.value!r} in {_where(s)}",
                         "YYYY-MM-DD",
@@ -224,7 +224,7 @@ def check_release_date(card: ModelCard, release_date: str | None, *, today: dt.d
             continue
         if not s.in_front_matter and date > today:
             out.append(
-                Problem(
+                Finding(
                     "release date in the future",
                     f"{date.isoformat()} in {_where(s)}",
                     f"on or before {today.isoformat()}",
@@ -236,7 +236,7 @@ def check_release_date(card: ModelCard, release_date: str | None, *, today: dt.d
             )
         if release_date and parse_date(release_date) is not None and date != parse_date(release_date):
             out.append(
-                Problem(
+                Finding(
                     "card release date differs from release.json",
                     f"{date.isoformat()} in {_where(s)}",
                     f"{release_date} (release.json)",
@@ -263,7 +263,7 @@ def _label_license(text: str) -> list[License] | None:
     return None
 
 
-def check_license(card: ModelCard, license_files: Sequence[Path]) -> list[Problem]:
+def check_license(card: ModelCard, license_files: Sequence[Path]) -> list[Finding]:
     """The card states its license as an SPDX identifier, consistently, and a LICENSE file holds it.
 
     Unknown front-matter identifiers are reported by ``lint_card``.
@@ -272,7 +272,7 @@ def check_license(card: ModelCard, license_files: Sequence[Path]) -> list[Proble
     key = "basic_information.license"
     if not found:
         return [
-            Problem(
+            Finding(
                 "card states no license",
                 "no 'license:' in the front matter and no 'License' label",
                 "an SPDX identifier",
@@ -281,7 +281,7 @@ def check_license(card: ModelCard, license_files: Sequence[Path]) -> list[Proble
                 fix="add 'license: apache-2.0' (or the release's license) to the front matter",
             )
         ]
-    out: list[Problem] = []
+    out: list[Finding] = []
     declared: list[tuple[License, Statement]] = []
     for s in found:
         if s.in_front_matter:
@@ -295,7 +295,7 @@ def check_license(card: ModelCard, license_files: Sequence[Path]) -> list[Proble
     if not declared and not any(s.in_front_matter for s in found):
         s = found[0]
         out.append(
-            Problem(
+            Finding(
                 "license not given as an SPDX identifier",
                 f"{s.value[:80]!r} in {_where(s)}",
                 "an SPDX identifier such as Apache-2.0",
@@ -311,7 +311,7 @@ def check_license(card: ModelCard, license_files: Sequence[Path]) -> list[Proble
         for lic, s in declared[1:]:
             if lic.name != first[0].name:
                 out.append(
-                    Problem(
+                    Finding(
                         "card states two licenses",
                         f"{lic.name} in {_where(s)}",
                         f"{first[0].name} as in {_where(first[1])}",
@@ -330,7 +330,7 @@ def check_license(card: ModelCard, license_files: Sequence[Path]) -> list[Proble
         held = identify_text(text)
         if held is not None and stated and held.name not in stated:
             out.append(
-                Problem(
+                Finding(
                     "LICENSE file does not match the card",
                     f"{f.name} holds {held.name}",
                     f"{' or '.join(stated)} as the card states",
@@ -343,7 +343,7 @@ def check_license(card: ModelCard, license_files: Sequence[Path]) -> list[Proble
             for lic in stated.values():
                 if lic.phrases:
                     out.append(
-                        Problem(
+                        Finding(
                             "LICENSE file does not match the card",
                             f"{f.name} is not recognisably {lic.name} (lacks {lic.phrases[0]!r})",
                             f"the {lic.name} text as the card states",
@@ -355,7 +355,7 @@ def check_license(card: ModelCard, license_files: Sequence[Path]) -> list[Proble
     return out
 
 
-def check_parameters(card: ModelCard, actual: int) -> list[Problem]:
+def check_parameters(card: ModelCard, actual: int) -> list[Finding]:
     """Every parameter count the card states is within 5% of the weights' element count."""
     out = []
     for s in statements(card, "parameters"):
@@ -363,7 +363,7 @@ def check_parameters(card: ModelCard, actual: int) -> list[Problem]:
         if stated is None:
             if s.in_front_matter:
                 out.append(
-                    Problem(
+                    Finding(
                         "parameter count unreadable",
                         f"{s.value!r} in {_where(s)}",
                         "a number such as 218304, 7B or 6.74 billion",
@@ -375,7 +375,7 @@ def check_parameters(card: ModelCard, actual: int) -> list[Problem]:
             continue
         if abs(stated - actual) > PARAMETER_TOLERANCE * actual:
             out.append(
-                Problem(
+                Finding(
                     "stated parameter count differs from the weights",
                     f"{s.value!r} = {stated:,} in {_where(s)} ({(stated - actual) / actual:+.1%})",
                     f"{actual:,} ± {PARAMETER_TOLERANCE:.0%} (elements of model/*.safetensors)",
@@ -388,13 +388,13 @@ def check_parameters(card: ModelCard, actual: int) -> list[Problem]:
     return out
 
 
-def check_context_length(card: ModelCard, actual: tuple[str, int] | None) -> list[Problem]:
+def check_context_length(card: ModelCard, actual: tuple[str, int] | None) -> list[Finding]:
     """Every context length the card states equals config.json's (``4k`` may mean 4000 or 4096)."""
     out = []
     for s in statements(card, "context_length"):
         if actual is None:
             out.append(
-                Problem(
+                Finding(
                     "config.json states no context length",
                     f"the card states {s.value!r} in {_where(s)}",
                     f"one of {', '.join(CONTEXT_KEYS)} in config.json",
@@ -409,7 +409,7 @@ def check_context_length(card: ModelCard, actual: tuple[str, int] | None) -> lis
         meant = parse_context_length(s.value)
         if value not in meant:
             out.append(
-                Problem(
+                Finding(
                     "stated context length differs from config.json",
                     f"{s.value!r} in {_where(s)}",
                     f"{value} (config.json {config_key})",
@@ -422,7 +422,7 @@ def check_context_length(card: ModelCard, actual: tuple[str, int] | None) -> lis
     return out
 
 
-def check_limitation_topics(card: ModelCard) -> list[Problem]:
+def check_limitation_topics(card: ModelCard) -> list[Finding]:
     """The limitations (or the ethics section beside them) discuss each of the chapter's four topics.
 
     A card without a limitations section is reported by the section check, not here.
@@ -434,7 +434,7 @@ def check_limitation_topics(card: ModelCard) -> list[Problem]:
     text = card.text(blocks + held["ethical_considerations"])
     first = min(b.line for b in blocks)
     return [
-        Problem(
+        Finding(
             f"limitations do not discuss {t.title}",
             f"nothing about {t.title} under {blocks[0].title!r}",
             f"a '**{t.title.capitalize()}:**' item",
@@ -454,7 +454,7 @@ def check_against_release(card: ModelCard, root: Path, *, today: dt.date | None 
     Raises ReleaseError when release.json, config.json or the weights cannot be read.
     """
 
-    def tag(check: str, problems: Iterable[Problem]) -> list[CardFinding]:
+    def tag(check: str, problems: Iterable[Finding]) -> list[CardFinding]:
         out = []
         for p in problems:
             head = (p.key or "").split(".")[0]

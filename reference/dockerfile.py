@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from .errors import MalformedFileError
-from .problems import Problem
+from .findings import Finding
 
 __all__ = ["Instruction", "parse_dockerfile", "check_dockerfile", "pinned_requirement", "check_requirements_file"]
 
@@ -133,7 +133,7 @@ def _pip_arguments(tokens: list[str]) -> list[str] | None:
     return None
 
 
-def check_requirements_file(path: Path, *, seen: set[Path] | None = None) -> list[Problem]:
+def check_requirements_file(path: Path, *, seen: set[Path] | None = None) -> list[Finding]:
     """Every requirement in a requirements file is pinned (``-r`` includes followed)."""
     seen = seen if seen is not None else set()
     if path.resolve() in seen:
@@ -143,7 +143,7 @@ def check_requirements_file(path: Path, *, seen: set[Path] | None = None) -> lis
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise MalformedFileError(f"cannot read requirements: {e}", path=path) from e
-    out: list[Problem] = []
+    out: list[Finding] = []
     for n, raw in enumerate(lines, start=1):
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
@@ -158,9 +158,9 @@ def check_requirements_file(path: Path, *, seen: set[Path] | None = None) -> lis
     return out
 
 
-def _unpinned(path: Path, line: int, spec: str) -> Problem:
+def _unpinned(path: Path, line: int, spec: str) -> Finding:
     name = re.split(r"[\[<>=!~;@ ]", spec, maxsplit=1)[0]
-    return Problem(
+    return Finding(
         "pip package not pinned",
         repr(spec),
         f"{name}==<version>",
@@ -171,7 +171,7 @@ def _unpinned(path: Path, line: int, spec: str) -> Problem:
     )
 
 
-def check_dockerfile(path: Path, *, search: Sequence[Path] = ()) -> list[Problem]:
+def check_dockerfile(path: Path, *, search: Sequence[Path] = ()) -> list[Finding]:
     """Base images pinned by tag and digest; pip installs pinned with ``==``.
 
     Args:
@@ -183,11 +183,11 @@ def check_dockerfile(path: Path, *, search: Sequence[Path] = ()) -> list[Problem
     except (OSError, UnicodeDecodeError) as e:
         raise MalformedFileError(f"cannot read the Dockerfile: {e}", path=path) from e
     instructions = parse_dockerfile(text)
-    out: list[Problem] = []
+    out: list[Finding] = []
     env: dict[str, str] = {}
     stages: set[str] = set()
     if not any(i.keyword == "FROM" for i in instructions):
-        out.append(Problem("no base image", "no FROM instruction", "FROM image:tag@sha256:<digest>", path, "FROM"))
+        out.append(Finding("no base image", "no FROM instruction", "FROM image:tag@sha256:<digest>", path, "FROM"))
     for ins in instructions:
         if ins.keyword in ("ARG", "ENV"):
             for k, v in _assignments(ins.args).items():
@@ -200,11 +200,11 @@ def check_dockerfile(path: Path, *, search: Sequence[Path] = ()) -> list[Problem
     return out
 
 
-def _check_from(path: Path, ins: Instruction, env: dict[str, str], stages: set[str]) -> list[Problem]:
+def _check_from(path: Path, ins: Instruction, env: dict[str, str], stages: set[str]) -> list[Finding]:
     tokens = [t for t in ins.args.split() if not t.startswith("--")]
     if not tokens:
         return [
-            Problem("FROM names no image", repr(ins.args), "image:tag@sha256:<digest>", path, "FROM", None, ins.line)
+            Finding("FROM names no image", repr(ins.args), "image:tag@sha256:<digest>", path, "FROM", None, ins.line)
         ]
     image, unresolved = _substitute(tokens[0], env)
     if len(tokens) >= 3 and tokens[1].lower() == "as":
@@ -215,7 +215,7 @@ def _check_from(path: Path, ins: Instruction, env: dict[str, str], stages: set[s
         has_digest = "@sha256:" in image
         missing = "a tag" if has_digest else "a digest" if ":" in image.rsplit("/", 1)[-1] else "a tag and a digest"
         return [
-            Problem(
+            Finding(
                 "base image not pinned by tag and digest",
                 f"FROM {tokens[0]}"
                 + (f" (unresolved ${', $'.join(unresolved)})" if unresolved else f" lacks {missing}"),
@@ -230,14 +230,14 @@ def _check_from(path: Path, ins: Instruction, env: dict[str, str], stages: set[s
     return []
 
 
-def _check_run(path: Path, ins: Instruction, env: dict[str, str], search: list[Path]) -> list[Problem]:
+def _check_run(path: Path, ins: Instruction, env: dict[str, str], search: list[Path]) -> list[Finding]:
     command = ins.args
     if command.startswith("["):
         try:
             command = " ".join(json.loads(command))
         except (ValueError, TypeError):
             pass
-    out: list[Problem] = []
+    out: list[Finding] = []
     for part in _SPLIT.split(command):
         try:
             tokens = shlex.split(part)
@@ -266,13 +266,13 @@ def _check_run(path: Path, ins: Instruction, env: dict[str, str], search: list[P
     return out
 
 
-def _requirements(path: Path, ins: Instruction, name: str, search: list[Path]) -> list[Problem]:
+def _requirements(path: Path, ins: Instruction, name: str, search: list[Path]) -> list[Finding]:
     for d in search:
         candidate = d / name
         if candidate.is_file():
             return check_requirements_file(candidate)
     return [
-        Problem(
+        Finding(
             "requirements file not in the release",
             f"pip install -r {name}",
             f"{name} beside the Dockerfile",

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from ._fs import atomic_write_bytes
 from .errors import LayoutError, MalformedFileError
-from .problems import Problem
+from .findings import Finding
 from .tokenizer import TOKENIZER_FILES
 
 __all__ = [
@@ -159,7 +159,7 @@ class Listed:
 
 
 @dataclass(frozen=True)
-class Mismatch:
+class FileMismatch:
     """A listed file whose size or SHA-256 is not what release.json says."""
 
     path: str
@@ -223,14 +223,14 @@ def escapes(rel: str) -> bool:
     )
 
 
-def listed_files(manifest: Mapping[str, Any], *, path: Path) -> tuple[dict[str, Listed], list[Problem]]:
+def listed_files(manifest: Mapping[str, Any], *, path: Path) -> tuple[dict[str, Listed], list[Finding]]:
     """The well-formed ``files`` entries, and a problem for each malformed one."""
     files = manifest.get("files")
     fix = "regenerate it with `vla-release manifest <release>`"
     if not isinstance(files, dict):
         observed = "no 'files'" if files is None else f"'files' is a {type(files).__name__}"
         return {}, [
-            Problem("manifest lists no files", observed, "an object {path: {size, sha256}}", path, "files", fix)
+            Finding("manifest lists no files", observed, "an object {path: {size, sha256}}", path, "files", fix)
         ]
     out: dict[str, Listed] = {}
     problems = []
@@ -247,7 +247,7 @@ def listed_files(manifest: Mapping[str, Any], *, path: Path) -> tuple[dict[str, 
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             bad.append(f"sha256 {digest!r}")
         problems.append(
-            Problem(
+            Finding(
                 "malformed manifest entry",
                 ", ".join(bad),
                 "a byte count and 64 lower-case hex digits",
@@ -259,11 +259,11 @@ def listed_files(manifest: Mapping[str, Any], *, path: Path) -> tuple[dict[str, 
     return out, problems
 
 
-def check_paths(root: Path, listed: Mapping[str, Listed], tree: Tree) -> list[Problem]:
+def check_paths(root: Path, listed: Mapping[str, Listed], tree: Tree) -> list[Finding]:
     """Listed paths that leave the release, and symlinks in it that point outside (or nowhere)."""
     manifest = root / MANIFEST
     problems = [
-        Problem(
+        Finding(
             "listed path leaves the release",
             repr(rel),
             "a relative path inside the release",
@@ -277,7 +277,7 @@ def check_paths(root: Path, listed: Mapping[str, Listed], tree: Tree) -> list[Pr
     for rel, target in tree.outside:
         dangling = not (root / rel).exists()
         problems.append(
-            Problem(
+            Finding(
                 "symlink leads nowhere" if dangling else "symlink leaves the release",
                 f"-> {target}",
                 "a regular file inside the release",
@@ -293,10 +293,10 @@ def _checkable(root: Path, listed: Mapping[str, Listed]) -> list[Listed]:
     return [e for rel, e in sorted(listed.items()) if not escapes(rel) and _inside(root, root / rel)]
 
 
-def check_missing(root: Path, listed: Mapping[str, Listed]) -> list[Problem]:
+def check_missing(root: Path, listed: Mapping[str, Listed]) -> list[Finding]:
     """Listed files that are not in the release."""
     return [
-        Problem(
+        Finding(
             "listed file missing",
             "not in the release",
             f"{e.size} bytes, sha256 {e.sha256[:12]}…",
@@ -315,11 +315,11 @@ def listed_names(manifest: Mapping[str, Any]) -> set[str]:
     return set(files) if isinstance(files, dict) else set()
 
 
-def check_unlisted(root: Path, listed: Iterable[str], tree: Tree) -> list[Problem]:
+def check_unlisted(root: Path, listed: Iterable[str], tree: Tree) -> list[Finding]:
     """Files of the release that release.json does not name (version-control and cache paths aside)."""
     listed = set(listed)
     return [
-        Problem(
+        Finding(
             "file not in the manifest",
             "present but not listed",
             "every file listed with its size and sha256",
@@ -332,7 +332,7 @@ def check_unlisted(root: Path, listed: Iterable[str], tree: Tree) -> list[Proble
     ]
 
 
-def find_mismatches(root: Path, listed: Mapping[str, Listed], *, workers: int | None = None) -> list[Mismatch]:
+def find_mismatches(root: Path, listed: Mapping[str, Listed], *, workers: int | None = None) -> list[FileMismatch]:
     """Listed files present with another size or SHA-256 (sizes first: a size mismatch is not hashed)."""
     present = [e for e in _checkable(root, listed) if (root / e.path).is_file()]
     sizes = {e.path: (root / e.path).stat().st_size for e in present}
@@ -342,11 +342,11 @@ def find_mismatches(root: Path, listed: Mapping[str, Listed], *, workers: int | 
     for e in present:
         actual = hashes.get(e.path)
         if sizes[e.path] != e.size or actual != e.sha256:
-            out.append(Mismatch(e.path, e.size, sizes[e.path], e.sha256, actual))
+            out.append(FileMismatch(e.path, e.size, sizes[e.path], e.sha256, actual))
     return out
 
 
-def mismatch_table(rows: Iterable[Mismatch]) -> str:
+def mismatch_table(rows: Iterable[FileMismatch]) -> str:
     """The mismatches as one aligned table: path, listed and actual size, listed and actual SHA-256."""
     rows = list(rows)
     header = ("file", "listed size", "actual size", "listed sha256", "actual sha256")
@@ -358,7 +358,7 @@ def mismatch_table(rows: Iterable[Mismatch]) -> str:
     return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cells)
 
 
-def mismatch_problems(root: Path, rows: Iterable[Mismatch]) -> list[Problem]:
+def mismatch_problems(root: Path, rows: Iterable[FileMismatch]) -> list[Finding]:
     """One problem per mismatch (its row of the table)."""
     out = []
     for r in rows:
@@ -367,7 +367,7 @@ def mismatch_problems(root: Path, rows: Iterable[Mismatch]) -> list[Problem]:
         else:
             observed, expected = f"sha256 {r.actual_sha256}", f"{r.listed_sha256} as listed"
         out.append(
-            Problem(
+            Finding(
                 "size differs" if r.actual_size != r.listed_size else "sha256 differs",
                 observed,
                 expected,
@@ -380,7 +380,7 @@ def mismatch_problems(root: Path, rows: Iterable[Mismatch]) -> list[Problem]:
     return out
 
 
-def verify_manifest(root: Path, *, workers: int | None = None) -> tuple[list[Problem], list[Mismatch]]:
+def verify_manifest(root: Path, *, workers: int | None = None) -> tuple[list[Finding], list[FileMismatch]]:
     """Every check of this module on ``root``: problems (listing, paths) and the mismatch table's rows."""
     listed, problems = listed_files(read_manifest(root), path=root / MANIFEST)
     tree = scan_release(root)
@@ -392,7 +392,7 @@ def verify_manifest(root: Path, *, workers: int | None = None) -> tuple[list[Pro
 
 __all__ += [
     "Listed",
-    "Mismatch",
+    "FileMismatch",
     "Tree",
     "scan_release",
     "escapes",

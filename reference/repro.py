@@ -30,7 +30,7 @@ import yaml
 from .arch import Arch, Layout
 from .card_rules import PLACEHOLDERS
 from .errors import MalformedFileError
-from .problems import Problem
+from .findings import Finding
 
 __all__ = [
     "Need",
@@ -198,12 +198,12 @@ def _size(config: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def check_matrix(configs_dir: Path) -> list[Problem]:
+def check_matrix(configs_dir: Path) -> list[Finding]:
     """Every config file has the matrix's keys; one file per model size."""
     files = config_files(configs_dir)
     if not files:
         return [
-            Problem(
+            Finding(
                 "no config files",
                 f"nothing ending in {', '.join(CONFIG_SUFFIXES)}",
                 "one file per model size",
@@ -212,19 +212,19 @@ def check_matrix(configs_dir: Path) -> list[Problem]:
                 "add the full training config of each model size (e.g. configs/vla-1b-dense.json)",
             )
         ]
-    out: list[Problem] = []
+    out: list[Finding] = []
     sizes: dict[tuple[Any, ...], Path] = {}
     for f in files:
         try:
             config = read_config(f)
         except MalformedFileError as e:
-            out.append(Problem("config unreadable", e.detail, None, f, None, e.fix))
+            out.append(Finding("config unreadable", e.detail, None, f, None, e.fix))
             continue
         moe = _experts(config) > 1
         for key in MATRIX:
             if (key.need is Need.ALWAYS or (key.need is Need.MOE and moe)) and _value(config, key) is None:
                 out.append(
-                    Problem(
+                    Finding(
                         f"config lacks {key.name}",
                         "not set",
                         f"{key.name} ({key.group}{', ' + key.need.value if key.need is Need.MOE else ''})",
@@ -235,7 +235,7 @@ def check_matrix(configs_dir: Path) -> list[Problem]:
                 )
         if not any(config.get(k) not in (None, "") for k in PRECISION_KEYS):
             out.append(
-                Problem(
+                Finding(
                     "config lacks the precision",
                     "none of " + ", ".join(PRECISION_KEYS),
                     'e.g. "precision": "bf16" and "fp8-format": "e4m3"',
@@ -248,7 +248,7 @@ def check_matrix(configs_dir: Path) -> list[Problem]:
         if None not in size[:3]:
             if size in sizes:
                 out.append(
-                    Problem(
+                    Finding(
                         "two config files for one model size",
                         f"same layers/hidden/heads/experts {size} as {sizes[size].name}",
                         "one file per model size",
@@ -283,14 +283,14 @@ def _moe_pattern(value: Any, num_layers: int) -> tuple[bool, ...] | None:
 
 def select_config(
     configs_dir: Path, manifest: Mapping[str, Any], arch: Arch, *, root: Path
-) -> tuple[Path | None, list[Problem]]:
+) -> tuple[Path | None, list[Finding]]:
     """The config file for this release's size: release.json's ``config``, else the one matching ``arch``."""
     named = manifest.get("config")
     if isinstance(named, str) and named:
         path = root / named
         if not path.is_file():
             return None, [
-                Problem(
+                Finding(
                     "release.json names a config that is not there",
                     repr(named),
                     "a file in configs/",
@@ -309,7 +309,7 @@ def select_config(
         if all(_equal(a, b) for a, b in zip(size, want, strict=True)):
             return f, []
     return None, [
-        Problem(
+        Finding(
             "no config for this release's size",
             "no file in configs/ has layers/hidden/heads/experts " + "/".join(str(w) for w in want),
             "the config this model was trained with",
@@ -320,7 +320,7 @@ def select_config(
     ]
 
 
-def compare_config_arch(config: Mapping[str, Any], arch: Arch, *, path: Path, against: str) -> list[Problem]:
+def compare_config_arch(config: Mapping[str, Any], arch: Arch, *, path: Path, against: str) -> list[Finding]:
     """The architecture rows of a config file against an Arch (from config.json or the args)."""
     out = []
     for key in MATRIX:
@@ -341,7 +341,7 @@ def compare_config_arch(config: Mapping[str, Any], arch: Arch, *, path: Path, ag
             ok = _equal(value, expected)
         if not ok:
             out.append(
-                Problem(
+                Finding(
                     f"{key.name} differs",
                     f"{value!r} in {path.name}",
                     f"{expected!r} from {against}",
@@ -363,7 +363,7 @@ def _precision_from_args(args: Mapping[str, Any], arch: Arch) -> str:
 
 def compare_config_args(
     config: Mapping[str, Any], arch: Arch, layout: Layout, args: Mapping[str, Any], *, path: Path, source: str
-) -> list[Problem]:
+) -> list[Finding]:
     """Every matrix row of a config file against the checkpoint's arguments (where they record it)."""
     out = compare_config_arch(config, arch, path=path, against=source)
     for key in MATRIX:
@@ -384,7 +384,7 @@ def compare_config_args(
             continue
         if not ok:
             out.append(
-                Problem(
+                Finding(
                     f"{key.name} differs",
                     f"{value!r} in {path.name}",
                     f"{expected!r} from {source}",
@@ -398,7 +398,7 @@ def compare_config_args(
         want = _precision_from_args(args, arch)
         if _PRECISIONS[stated.strip().lower()] != want:
             out.append(
-                Problem(
+                Finding(
                     "precision differs",
                     f"{stated!r} in {path.name}",
                     f"{want!r} from {source} (bf16/fp16 flags, params_dtype)",
@@ -419,14 +419,14 @@ def launch_script(root: Path, manifest: Mapping[str, Any]) -> Path:
     return root / (named if isinstance(named, str) and named else DEFAULT_LAUNCH_SCRIPT)
 
 
-def check_script_runs(path: Path, *, timeout: float = 30.0) -> list[Problem]:
+def check_script_runs(path: Path, *, timeout: float = 30.0) -> list[Finding]:
     """The launch script is there, executable, and ``bash -n`` finds no syntax error.
 
     Raises FileNotFoundError when no ``bash`` is installed (the caller decides to skip).
     """
     if not path.is_file():
         return [
-            Problem(
+            Finding(
                 "launch script missing",
                 "not in the release",
                 "a bash script that launches pre-training",
@@ -438,7 +438,7 @@ def check_script_runs(path: Path, *, timeout: float = 30.0) -> list[Problem]:
     out = []
     if not os.stat(path).st_mode & 0o111:
         out.append(
-            Problem(
+            Finding(
                 "launch script not executable",
                 oct(os.stat(path).st_mode & 0o777),
                 "mode with the executable bits (0755)",
@@ -455,7 +455,7 @@ def check_script_runs(path: Path, *, timeout: float = 30.0) -> list[Problem]:
         message = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else f"exit status {proc.returncode}"
         m = re.search(r"line (\d+)", message)
         out.append(
-            Problem(
+            Finding(
                 "launch script has a syntax error",
                 message.replace(str(path) + ": ", ""),
                 "bash -n to pass",
@@ -555,7 +555,7 @@ def expected_flags(arch: Arch, layout: Layout) -> dict[str, Any]:
     return out
 
 
-def check_script_args(path: Path, expected: Mapping[str, Any], *, source: str) -> list[Problem]:
+def check_script_args(path: Path, expected: Mapping[str, Any], *, source: str) -> list[Finding]:
     """The script launches with the expected values of these flags (parallel sizes required, others if set).
 
     Args:
@@ -573,7 +573,7 @@ def check_script_args(path: Path, expected: Mapping[str, Any], *, source: str) -
         if not seen:
             if required and not _equal(want, 1):
                 out.append(
-                    Problem(
+                    Finding(
                         f"launch script does not set --{name}",
                         "not set (Megatron's default is 1)",
                         f"{want} from {source}",
@@ -586,7 +586,7 @@ def check_script_args(path: Path, expected: Mapping[str, Any], *, source: str) -
         for value, line in seen:
             if value is None:
                 out.append(
-                    Problem(
+                    Finding(
                         f"--{name} comes from the environment",
                         "a value the script does not define",
                         f"{want} from {source}",
@@ -598,7 +598,7 @@ def check_script_args(path: Path, expected: Mapping[str, Any], *, source: str) -
                 )
             elif not _equal(value, want):
                 out.append(
-                    Problem(
+                    Finding(
                         f"--{name} differs",
                         value,
                         f"{want} from {source}",
@@ -619,15 +619,15 @@ def environment_record(docker_dir: Path) -> Path | None:
     return next((docker_dir / n for n in ENVIRONMENT_FILES if (docker_dir / n).is_file()), None)
 
 
-def check_environment(path: Path) -> list[Problem]:
+def check_environment(path: Path) -> list[Finding]:
     """The record states a version for Python, torch, CUDA and NCCL."""
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
-        return [Problem("environment record unreadable", str(e), "a JSON/YAML mapping", path, None, "fix its syntax")]
+        return [Finding("environment record unreadable", str(e), "a JSON/YAML mapping", path, None, "fix its syntax")]
     if not isinstance(data, Mapping):
-        return [Problem("environment record is not a mapping", type(data).__name__, "{python: ..., torch: ...}", path)]
+        return [Finding("environment record is not a mapping", type(data).__name__, "{python: ..., torch: ...}", path)]
     flat = _flatten(data, {})
     out = []
     for key in ENVIRONMENT_KEYS:
@@ -638,7 +638,7 @@ def check_environment(path: Path) -> list[Problem]:
         placeholder = any(p.pattern.search(text_value) for p in PLACEHOLDERS)
         if value is None or placeholder or not re.search(r"\d+(?:\.\d+)+", text_value):
             out.append(
-                Problem(
+                Finding(
                     f"environment record lacks the {key.name} version",
                     "not recorded" if value is None else repr(value),
                     f'"{key.name}": "<major.minor[.patch]>"',

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .findings import Finding
 from .manifest import MANIFEST, tokenizer_checksum
-from .tokenizer_checks import Mismatch, package_digests
+from .tokenizer_checks import package_digests
 from .tokenizer_package import TokenizerPackage
 
 __all__ = ["moved_tokens", "tokens_below_baseline", "unversioned_change"]
@@ -22,7 +23,7 @@ _KEEP: str = (
 )
 
 
-def moved_tokens(baseline: TokenizerPackage, candidate: TokenizerPackage) -> list[Mismatch]:
+def moved_tokens(baseline: TokenizerPackage, candidate: TokenizerPackage) -> list[Finding]:
     """Every baseline token keeps its ID; every baseline added token keeps its flags.
 
     Example:
@@ -38,7 +39,7 @@ def moved_tokens(baseline: TokenizerPackage, candidate: TokenizerPackage) -> lis
         key = added[token].key if token in added else "model.vocab"
         if not now:
             out.append(
-                Mismatch(
+                Finding(
                     "baseline token removed",
                     f"{token!r} is absent",
                     f"ID {min(was)} as in the baseline",
@@ -49,7 +50,7 @@ def moved_tokens(baseline: TokenizerPackage, candidate: TokenizerPackage) -> lis
             )
         elif now != was:
             out.append(
-                Mismatch(
+                Finding(
                     "baseline token moved",
                     f"{token!r} has ID {', '.join(map(str, sorted(now)))}",
                     f"{', '.join(map(str, sorted(was)))} as in the baseline",
@@ -64,7 +65,7 @@ def moved_tokens(baseline: TokenizerPackage, candidate: TokenizerPackage) -> lis
             continue
         for flag, now_flag, was_flag in mine.flags.changes(t.flags):
             out.append(
-                Mismatch(
+                Finding(
                     "baseline token flag changed",
                     f"{t.content!r} {flag}={str(now_flag).lower()}",
                     f"{str(was_flag).lower()} as in the baseline",
@@ -76,7 +77,7 @@ def moved_tokens(baseline: TokenizerPackage, candidate: TokenizerPackage) -> lis
     return out
 
 
-def tokens_below_baseline(baseline: TokenizerPackage, candidate: TokenizerPackage) -> list[Mismatch]:
+def tokens_below_baseline(baseline: TokenizerPackage, candidate: TokenizerPackage) -> list[Finding]:
     """Tokens new since the baseline take IDs after the baseline's largest ID."""
     limit = baseline.max_id
     if limit is None:
@@ -88,7 +89,7 @@ def tokens_below_baseline(baseline: TokenizerPackage, candidate: TokenizerPackag
         for i in sorted(candidate.ids_of(token)):
             if i <= limit:
                 out.append(
-                    Mismatch(
+                    Finding(
                         "new token inside the baseline's ID range",
                         f"{token!r} has ID {i}",
                         f"an ID above {limit} (the baseline's largest)",
@@ -103,7 +104,7 @@ def tokens_below_baseline(baseline: TokenizerPackage, candidate: TokenizerPackag
 
 def unversioned_change(
     baseline_root: Path, candidate_root: Path, baseline_version: str, candidate_version: str
-) -> list[Mismatch]:
+) -> list[Finding]:
     """If the tokenizer checksum differs from the baseline's, so does the version.
 
     The changed files are named, by comparing each package file's SHA-256.
@@ -119,7 +120,7 @@ def unversioned_change(
         if was.get(name) != now.get(name)
     ]
     return [
-        Mismatch(
+        Finding(
             "tokenizer changed without a new version",
             f"version {candidate_version}, the baseline's; changed: {', '.join(changed)}",
             "a new version (any tokenizer change is a new release)",

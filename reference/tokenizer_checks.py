@@ -1,6 +1,6 @@
 """Checks of one tokenizer package: complete, checksummed, its files agree, its IDs load as written.
 
-Each check is a function returning :class:`Mismatch` records (empty when the property holds);
+Each check is a function returning :class:`Finding` records (empty when the property holds);
 the conformance suite turns them into findings::
 
     >>> pkg = read_tokenizer_package(Path("golden/dense/model"))        # doctest: +SKIP
@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from .errors import ReleaseError
 from .families import family_for_config
+from .findings import Finding
 from .hf import INDEX, SINGLE
 from .layout import read_json
 from .manifest import MANIFEST, sha256_file, tokenizer_checksum
@@ -38,7 +39,6 @@ from .tokenizer import PACKAGE_FILES, mangled_by_byte_level
 from .tokenizer_package import MODEL_CONFIGS, FileClaims, TokenizerPackage, WrittenToken
 
 __all__ = [
-    "Mismatch",
     "CROSS_FILES",
     "ROLE_AUTHORITY",
     "GOLDEN_TEXT",
@@ -104,23 +104,7 @@ ROUND_TRIP_CONTEXTS: Final[dict[str, str]] = {
 }
 
 
-@dataclass(frozen=True)
-class Mismatch:
-    """One problem: ``<what>: <observed>, expected <expected> [<path>:<key>]. Fix: <fix>``."""
-
-    what: str
-    observed: str
-    expected: str | None = None
-    path: Path | None = None
-    key: str | None = None
-    fix: str | None = None
-
-
-def _from_error(e: ReleaseError, what: str) -> Mismatch:
-    return Mismatch(what, e.detail, None, e.path, e.key, e.fix)
-
-
-def missing_files(pkg: TokenizerPackage) -> list[Mismatch]:
+def missing_files(pkg: TokenizerPackage) -> list[Finding]:
     """Every package file is present and parses (vocab.json and merges.txt only for a BPE)."""
     out = []
     for f in PACKAGE_FILES:
@@ -128,7 +112,7 @@ def missing_files(pkg: TokenizerPackage) -> list[Mismatch]:
             continue
         if f.name not in pkg.present:
             out.append(
-                Mismatch(
+                Finding(
                     "tokenizer package file missing",
                     "absent",
                     f"{f.name}: {f.holds}",
@@ -138,11 +122,11 @@ def missing_files(pkg: TokenizerPackage) -> list[Mismatch]:
                 )
             )
         elif f.name in pkg.errors:
-            out.append(_from_error(pkg.errors[f.name], "tokenizer package file unreadable"))
+            out.append(Finding.from_error(pkg.errors[f.name], "tokenizer package file unreadable"))
     return out
 
 
-def checksum_mismatches(root: Path, manifest: Mapping[str, Any]) -> list[Mismatch]:
+def checksum_mismatches(root: Path, manifest: Mapping[str, Any]) -> list[Finding]:
     """The tokenizer checksum recomputed from the files equals ``release.json``'s.
 
     When it differs, the package files whose SHA-256 differs from the manifest's ``files``
@@ -153,7 +137,7 @@ def checksum_mismatches(root: Path, manifest: Mapping[str, Any]) -> list[Mismatc
     fix = "if the change is intended, release it as a new version and run `vla-release manifest`"
     if not isinstance(recorded, str) or not recorded.startswith("sha256:"):
         return [
-            Mismatch(
+            Finding(
                 "tokenizer checksum not recorded",
                 repr(recorded),
                 "sha256:<64 hex digits>",
@@ -175,7 +159,7 @@ def checksum_mismatches(root: Path, manifest: Mapping[str, Any]) -> list[Mismatc
         if now != was:
             changed.append(f"{rel} ({'added' if was is None else 'removed' if now is None else 'edited'})")
     since = f"; changed since the manifest: {', '.join(changed)}" if changed else ""
-    return [Mismatch("tokenizer checksum differs", f"{actual}{since}", recorded, path, "tokenizer_checksum", fix)]
+    return [Finding("tokenizer checksum differs", f"{actual}{since}", recorded, path, "tokenizer_checksum", fix)]
 
 
 def _role_votes(pkg: TokenizerPackage) -> dict[str, dict[int, list[str]]]:
@@ -200,7 +184,7 @@ def _describe_id(pkg: TokenizerPackage, i: int) -> str:
     return f"{i} ({', '.join(owners)})" if owners else f"{i} (no token)"
 
 
-def cross_file_mismatches(pkg: TokenizerPackage, name: str) -> list[Mismatch]:
+def cross_file_mismatches(pkg: TokenizerPackage, name: str) -> list[Finding]:
     """What ``name`` says about IDs agrees with tokenizer.json (IDs) and with the other files (roles).
 
     Token IDs are compared with tokenizer.json's, the file the loaders read. A role (bos, eos,
@@ -218,7 +202,7 @@ def cross_file_mismatches(pkg: TokenizerPackage, name: str) -> list[Mismatch]:
         written = pkg.id_of(w.content)
         if written is None:
             out.append(
-                Mismatch(
+                Finding(
                     "token not in tokenizer.json",
                     f"{w.content!r} with ID {w.id}",
                     "only tokens tokenizer.json defines",
@@ -229,7 +213,7 @@ def cross_file_mismatches(pkg: TokenizerPackage, name: str) -> list[Mismatch]:
             )
         elif written != w.id:
             out.append(
-                Mismatch(
+                Finding(
                     "token ID differs from tokenizer.json",
                     f"{w.content!r} has ID {w.id}",
                     f"{written} as in tokenizer.json",
@@ -243,7 +227,7 @@ def cross_file_mismatches(pkg: TokenizerPackage, name: str) -> list[Mismatch]:
         for t in pkg.added:
             if t.content not in listed and not pkg.ambiguous(t.content):
                 out.append(
-                    Mismatch(
+                    Finding(
                         "added token not listed",
                         f"{t.content!r} (ID {t.id} in tokenizer.json) is absent",
                         "every added token",
@@ -267,7 +251,7 @@ def cross_file_mismatches(pkg: TokenizerPackage, name: str) -> list[Mismatch]:
             else f"{claim.key} = {', '.join(_describe_id(pkg, i) for i in ids)}"
         )
         out.append(
-            Mismatch(
+            Finding(
                 f"{claim.role} token disagrees with the other files",
                 said,
                 f"ID {_describe_id(pkg, agreed)} as in {others}",
@@ -280,7 +264,7 @@ def cross_file_mismatches(pkg: TokenizerPackage, name: str) -> list[Mismatch]:
     for s in claims.specials:
         if pkg.ids_of(s.token) and s.token not in special:
             out.append(
-                Mismatch(
+                Finding(
                     "listed as special but tokenizer.json does not mark it special",
                     repr(s.token),
                     "an added token with special: true",
@@ -296,7 +280,7 @@ def _key_of(pkg: TokenizerPackage, token: str) -> str:
     return next((t.key for t in pkg.added if t.content == token), "model.vocab")
 
 
-def duplicate_ids(pkg: TokenizerPackage) -> list[Mismatch]:
+def duplicate_ids(pkg: TokenizerPackage) -> list[Finding]:
     """No ID belongs to two tokens, no token has two IDs, no added token is listed twice."""
     path = pkg.path("tokenizer.json")
     fix = (
@@ -309,7 +293,7 @@ def duplicate_ids(pkg: TokenizerPackage) -> list[Mismatch]:
         if len(owners) > 1:
             names = sorted(owners, key=lambda t: _key_of(pkg, t))
             out.append(
-                Mismatch(
+                Finding(
                     "ID shared by several tokens",
                     f"ID {i} is {', '.join(map(repr, names))}",
                     "one token per ID",
@@ -322,7 +306,7 @@ def duplicate_ids(pkg: TokenizerPackage) -> list[Mismatch]:
         ids = pkg.ids_of(token)
         if len(ids) > 1:
             out.append(
-                Mismatch(
+                Finding(
                     "token has several IDs",
                     f"{token!r} has IDs {sorted(ids)}",
                     "one ID per token",
@@ -334,12 +318,12 @@ def duplicate_ids(pkg: TokenizerPackage) -> list[Mismatch]:
     for token, n in sorted(Counter(t.content for t in pkg.added).items()):
         if n > 1:
             out.append(
-                Mismatch("added token listed twice", f"{token!r} {n} times", "once", path, _key_of(pkg, token), fix)
+                Finding("added token listed twice", f"{token!r} {n} times", "once", path, _key_of(pkg, token), fix)
             )
     return out
 
 
-def id_gaps(pkg: TokenizerPackage) -> list[Mismatch]:
+def id_gaps(pkg: TokenizerPackage) -> list[Finding]:
     """The IDs of tokenizer.json run 0..max without a hole: added tokens follow the base vocabulary."""
     if pkg.max_id is None:
         return []
@@ -357,7 +341,7 @@ def id_gaps(pkg: TokenizerPackage) -> list[Mismatch]:
         after = sorted(pkg.owners[hi + 1])[0]
         span = f"ID {lo}" if lo == hi else f"IDs {lo}..{hi}"
         out.append(
-            Mismatch(
+            Finding(
                 "gap in the token IDs",
                 f"no token has {span} (between {before!r} = {lo - 1} and {after!r} = {hi + 1})",
                 f"contiguous IDs: base vocabulary 0..{pkg.base_size - 1}, then the added tokens",
@@ -370,7 +354,7 @@ def id_gaps(pkg: TokenizerPackage) -> list[Mismatch]:
     return out
 
 
-def renumbered(pkg: TokenizerPackage, lookup: Callable[[str], int | None], loader: str) -> list[Mismatch]:
+def renumbered(pkg: TokenizerPackage, lookup: Callable[[str], int | None], loader: str) -> list[Finding]:
     """Every added token loads with the ID tokenizer.json writes (``lookup``: token -> loaded ID).
 
     Meaningful only when the written IDs are unique and contiguous (:func:`duplicate_ids`,
@@ -381,7 +365,7 @@ def renumbered(pkg: TokenizerPackage, lookup: Callable[[str], int | None], loade
         loaded = lookup(t.content)
         if loaded != t.id:
             out.append(
-                Mismatch(
+                Finding(
                     f"{loader} loads an added token with another ID",
                     f"{t.content!r} loads as {loaded}",
                     f"{t.id} as written",
@@ -394,7 +378,7 @@ def renumbered(pkg: TokenizerPackage, lookup: Callable[[str], int | None], loade
     return out
 
 
-def _vocab_json(pkg: TokenizerPackage, path: Path, fix: str) -> list[Mismatch]:
+def _vocab_json(pkg: TokenizerPackage, path: Path, fix: str) -> list[Finding]:
     mine, model = pkg.vocab_file or {}, pkg.vocab
     out = []
     for token in sorted(set(mine) | set(model), key=lambda t: (model.get(t, mine.get(t, -1)), t)):
@@ -402,17 +386,17 @@ def _vocab_json(pkg: TokenizerPackage, path: Path, fix: str) -> list[Mismatch]:
         if a != b:
             observed = f"{token!r} is absent" if a is None else f"{token!r} has ID {a}"
             expected = "absent, as in tokenizer.json" if b is None else f"{b} as in tokenizer.json model.vocab"
-            out.append(Mismatch("vocab.json differs from tokenizer.json", observed, expected, path, token, fix))
+            out.append(Finding("vocab.json differs from tokenizer.json", observed, expected, path, token, fix))
     return out
 
 
-def _merges_txt(pkg: TokenizerPackage, path: Path, fix: str) -> list[Mismatch]:
+def _merges_txt(pkg: TokenizerPackage, path: Path, fix: str) -> list[Finding]:
     mine, model = pkg.merges_file or (), pkg.merges or ()
     out = []
     for n, (a, b) in enumerate(zip(mine, model, strict=False)):
         if a != b:
             out.append(
-                Mismatch(
+                Finding(
                     "merges.txt differs from tokenizer.json",
                     f"merge {n} is {' '.join(a)!r}",
                     f"{' '.join(b)!r} as in tokenizer.json model.merges[{n}] (merges are ranked by order)",
@@ -424,7 +408,7 @@ def _merges_txt(pkg: TokenizerPackage, path: Path, fix: str) -> list[Mismatch]:
             break  # every later rank is shifted too: the first difference is the one to read
     if len(mine) != len(model):
         out.append(
-            Mismatch("merges.txt differs from tokenizer.json", f"{len(mine)} merges", f"{len(model)}", path, None, fix)
+            Finding("merges.txt differs from tokenizer.json", f"{len(mine)} merges", f"{len(model)}", path, None, fix)
         )
     return out
 
@@ -432,7 +416,7 @@ def _merges_txt(pkg: TokenizerPackage, path: Path, fix: str) -> list[Mismatch]:
 _VOCAB_FILE_CHECKS: Final = {"vocab.json": _vocab_json, "merges.txt": _merges_txt}
 
 
-def vocab_file_mismatches(pkg: TokenizerPackage, name: str) -> list[Mismatch]:
+def vocab_file_mismatches(pkg: TokenizerPackage, name: str) -> list[Finding]:
     """vocab.json or merges.txt holds exactly the model of tokenizer.json."""
     return _VOCAB_FILE_CHECKS[name](pkg, pkg.path(name), f"correct {name}, or {REGENERATE}")
 
@@ -487,10 +471,10 @@ def embedding_rows(model_dir: Path) -> list[EmbeddingRows]:
     return out
 
 
-def embedding_shortfalls(rows: Sequence[EmbeddingRows], needed: int, largest: str) -> list[Mismatch]:
+def embedding_shortfalls(rows: Sequence[EmbeddingRows], needed: int, largest: str) -> list[Finding]:
     """Every place in ``rows`` has at least ``needed`` (largest token ID + 1) rows."""
     return [
-        Mismatch(
+        Finding(
             "embedding too small for the tokenizer",
             f"{r.rows} rows",
             f"at least {needed} ({largest})",
@@ -524,7 +508,7 @@ def _fix_for(pkg: TokenizerPackage, token: str) -> str:
 
 def one_id_failures(
     pkg: TokenizerPackage, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str]
-) -> list[Mismatch]:
+) -> list[Finding]:
     """Each token a file declares special encodes alone to one ID that decodes back to it."""
     out = []
     for token, name, key in pkg.declared_specials():
@@ -532,7 +516,7 @@ def one_id_failures(
         back = decode(ids)
         if len(ids) != 1:
             out.append(
-                Mismatch(
+                Finding(
                     "special token is not one token",
                     f"{token!r} encodes to {len(ids)} IDs {ids[:8]}",
                     "exactly one ID",
@@ -544,7 +528,7 @@ def one_id_failures(
             )
         elif back != token:
             out.append(
-                Mismatch(
+                Finding(
                     "special token does not decode back",
                     f"{token!r} -> {ids} -> {back!r}",
                     repr(token),
@@ -561,7 +545,7 @@ def round_trip_failures(
     context: str,
     encode: Callable[[str], list[int]],
     decode: Callable[[list[int]], str],
-) -> list[Mismatch]:
+) -> list[Finding]:
     """In ``ROUND_TRIP_CONTEXTS[context]``, every special token is kept whole and the text decodes back.
 
     Tokens that do not encode alone to one ID are left to :func:`one_id_failures`.
@@ -579,7 +563,7 @@ def round_trip_failures(
         if ids.count(alone[0]) != expected or back != text:
             observed = f"{text!r} -> {ids[:12]}{'…' if len(ids) > 12 else ''} -> {back!r}"
             out.append(
-                Mismatch(
+                Finding(
                     f"special token does not survive ({context})",
                     observed,
                     f"{token!r} (ID {alone[0]}) {expected} time(s) and the same text back",
@@ -619,7 +603,7 @@ def encoding_disagreements(
     texts: Mapping[str, str],
     ours: tuple[Callable[[str], list[int]], Callable[[list[int]], str]],
     theirs: tuple[Callable[[str], list[int]], Callable[[list[int]], str]],
-) -> list[Mismatch]:
+) -> list[Finding]:
     """transformers (``theirs``) encodes and decodes every text exactly as tokenizers (``ours``) does.
 
     A disagreement is attributed to what tokenizer_config.json overrides, when something does.
@@ -638,7 +622,7 @@ def encoding_disagreements(
         if a != b:
             k = next((n for n, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
             out.append(
-                Mismatch(
+                Finding(
                     f"transformers.AutoTokenizer encodes the golden text {name!r} differently",
                     f"IDs from position {k}: {_window(b, k)}",
                     f"{_window(a, k)} (tokenizers.Tokenizer)",
@@ -651,7 +635,7 @@ def encoding_disagreements(
         da, db = ours[1](a), theirs[1](a)
         if da != db:
             out.append(
-                Mismatch(
+                Finding(
                     f"transformers.AutoTokenizer decodes the golden text {name!r} differently",
                     repr(db),
                     f"{da!r} (tokenizers.Tokenizer)",
