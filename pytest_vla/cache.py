@@ -8,6 +8,7 @@ workers, and the builder writes atomically, so a reader never sees half an artef
 from __future__ import annotations
 
 import contextlib
+import functools
 import fcntl
 import hashlib
 import json
@@ -15,6 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import vla_reference
 from vla_reference.manifest import release_files, sha256_file
 
 from . import __version__
@@ -31,6 +33,17 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@functools.cache
+def converter_digest() -> str:
+    """SHA-256 of the library's own source: an artefact built by another converter (an upgrade, an
+    edited checkout with the same version number) is never taken for this one's."""
+    h = hashlib.sha256()
+    for root in map(Path, vla_reference.__path__):
+        for f in sorted(root.rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 class ArtefactCache:
@@ -56,7 +69,8 @@ class ArtefactCache:
                 with contextlib.suppress(ValueError, KeyError, TypeError):  # a damaged line is recomputed
                     rec = json.loads(line)
                     known[str(rec["stat"])] = str(rec["sha256"])
-        h = hashlib.sha256(f"pytest-vla {__version__}|{salt}".encode())  # artefacts depend on the converter
+        # artefacts depend on the converter that built them
+        h = hashlib.sha256(f"pytest-vla {__version__}|{converter_digest()}|{salt}".encode())
         fresh = []
         for top in paths:
             files = [top] if top.is_file() else [top / r for r in release_files(top)]

@@ -200,3 +200,17 @@ def test_malformed_files_fail_cleanly(golden_copy, run_suite):
     assert run.failed
     for name, text in run.failed.items():
         assert "site-packages" not in text and "Traceback" not in text, (name, text[:2000])
+
+
+def test_artefacts_built_by_another_converter_are_not_reused(tmp_path, monkeypatch):
+    """An edited or upgraded converter with the same version number gets fresh artefacts."""
+    from pytest_vla import cache as cache_module
+
+    cache = cache_module.ArtefactCache(tmp_path / "cache")
+    release = tmp_path / "r"
+    release.mkdir()
+    (release / "f.txt").write_text("x")
+    before = cache.digest(release)
+    assert cache.digest(release) == before
+    monkeypatch.setattr(cache_module, "converter_digest", lambda: "another converter")
+    assert cache.digest(release) != before
