@@ -8,8 +8,8 @@ workers, and the builder writes atomically, so a reader never sees half an artef
 from __future__ import annotations
 
 import contextlib
-import functools
 import fcntl
+import functools
 import hashlib
 import json
 import os
