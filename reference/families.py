@@ -1,23 +1,39 @@
 """Stock transformers classes that compute exactly what a Megatron GPT computes.
 
-A family is a record: when it applies, its config.json, and a key table from canonical
-Megatron names to Hub names (with the codec that converts between them). The registry is a
-tuple searched in order; nothing dispatches on strings elsewhere.
+A family is a record: when it applies, its config.json as a table of fields (``hf_config``: read
+and written from that one table), and a key table from canonical Megatron names to Hub names
+(with the codec that converts between them). The registry is a tuple searched in order; nothing
+dispatches on a family's name.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import torch
 
-from .arch import MAX_COUNT, Arch, Params, check_relations
+from .arch import Arch, Params, check_relations
 from .codecs import GATED_SPLIT, GPT2_QKV, GPT2_QKV_BIAS, IDENTITY, QKV_SPLIT, TRANSPOSE, Codec
 from .errors import LayoutError, UnsupportedModelError
-from .spec import format_key
+from .hf_config import (
+    Choice,
+    Const,
+    Derived,
+    DType,
+    Fixed,
+    Mirror,
+    MoeLayers,
+    Part,
+    Rope,
+    Scalar,
+    Vocab,
+    config_keys,
+    read_config,
+    write_config,
+)
+from .spec import compile_template, format_key
 
 __all__ = ["Family", "KeyMap", "Extra", "FAMILIES", "family_for_arch", "family_for_config", "arch_from_config"]
 
@@ -91,45 +107,6 @@ _LLAMA_ENDS: Final = (
 _LP: Final = "model.layers.{layer}."
 
 
-# Megatron's Llama 3.x scaling fixes everything but the factor (RotaryEmbedding._apply_scaling).
-LLAMA3_ROPE: Final = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
-
-
-def _rope(arch: Arch) -> dict[str, Any]:
-    params: dict[str, Any] = {"rope_type": "default", "rope_theta": arch.rotary_base}
-    if arch.rope_scaling_factor is not None:
-        params.update(rope_type="llama3", factor=arch.rope_scaling_factor, **LLAMA3_ROPE)
-    elif arch.rotary_seq_len_interpolation_factor is not None:
-        params.update(rope_type="linear", factor=arch.rotary_seq_len_interpolation_factor)
-    return {"rope_parameters": params}
-
-
-def _common(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return {
-        "vocab_size": arch.rows_vocab,
-        "tie_word_embeddings": arch.tied,
-        "dtype": str(dtype).removeprefix("torch."),
-        "bos_token_id": None,
-        "eos_token_id": None,
-        "pad_token_id": None,
-    }
-
-
-def _llama_like(arch: Arch) -> dict[str, Any]:
-    return {
-        "hidden_size": arch.hidden_size,
-        "num_hidden_layers": arch.num_layers,
-        "num_attention_heads": arch.num_attention_heads,
-        "num_key_value_heads": arch.num_query_groups,
-        "head_dim": arch.kv_channels,
-        "hidden_act": "silu",
-        "rms_norm_eps": arch.norm_epsilon,
-        "max_position_embeddings": arch.max_position_embeddings,
-        "attention_dropout": 0.0,
-        **_rope(arch),
-    }
-
-
 def _rope_problems(arch: Arch) -> list[str]:
     out = []
     if arch.normalization != "RMSNorm":
@@ -174,21 +151,30 @@ class Family:
     model_type: str
     problems: Callable[[Arch], list[str]]  # why this class cannot express ``arch``; empty if it can
     keymap: tuple[KeyMap, ...]
-    config: Callable[[Arch, torch.dtype], dict[str, Any]]
+    config: tuple[Part, ...]  # config.json, key by key: read and written from this one table
     extras: tuple[Extra, ...] = ()
 
     def extras_for(self, arch: Arch) -> list[Extra]:
         return [e for e in self.extras if e.applies(arch)]
 
     def hf_config(self, arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-        cfg = {"architectures": [self.architecture], "model_type": self.model_type}
-        cfg.update(_common(arch, dtype))
-        cfg.update(self.config(arch, dtype))
-        return cfg
+        return {
+            "architectures": [self.architecture],
+            "model_type": self.model_type,
+            **write_config(self.config, arch, dtype),
+        }
+
+    def read_config(self, c: Params) -> Arch:
+        """The model a config.json of this class describes (every key type- and range-checked)."""
+        return read_config(self.config, c)
+
+    def config_keys(self) -> dict[str, str]:
+        """Arch field -> the config.json key behind it."""
+        return config_keys(self.config)
 
     def map_for(self, canonical_key: str) -> tuple[KeyMap, int | None, int | None]:
         for km in self.keymap:
-            m = _pattern(km.canonical).match(canonical_key)
+            m = compile_template(km.canonical).match(canonical_key)
             if m:
                 g = m.groupdict()
                 return km, _int(g.get("layer")), _int(g.get("expert"))
@@ -197,16 +183,6 @@ class Family:
 
 def _int(x: str | None) -> int | None:
     return None if x is None else int(x)
-
-
-_PATTERNS: dict[str, re.Pattern[str]] = {}
-
-
-def _pattern(template: str) -> re.Pattern[str]:
-    if template not in _PATTERNS:
-        esc = re.escape(template).replace(r"\{layer\}", r"(?P<layer>\d+)").replace(r"\{expert\}", r"(?P<expert>\d+)")
-        _PATTERNS[template] = re.compile(esc + r"\Z")
-    return _PATTERNS[template]
 
 
 def _dense_problems(arch: Arch, *, qk_norm: bool, biases_fit: bool, biases: str) -> list[str]:
@@ -248,27 +224,6 @@ def _qwen3_problems(arch: Arch) -> list[str]:
     )
 
 
-def _dense_like(arch: Arch, **extra: Any) -> dict[str, Any]:
-    """A dense Llama-style config: the shared keys, the MLP width, and the class's own ``extra``."""
-    return {**_llama_like(arch), "intermediate_size": arch.ffn_hidden_size, **extra}
-
-
-def _llama_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return _dense_like(arch, attention_bias=arch.add_bias_linear, mlp_bias=arch.add_bias_linear)
-
-
-def _mistral_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return _dense_like(arch, sliding_window=None)
-
-
-def _qwen2_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return _dense_like(arch, use_sliding_window=False)
-
-
-def _qwen3_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return _dense_like(arch, attention_bias=False, use_sliding_window=False)
-
-
 def _mixtral_problems(arch: Arch) -> list[str]:
     out = _rope_problems(arch) + _qk_norm_problems(arch, wanted=False) + _router_problems(arch)
     if not arch.num_experts or not all(arch.moe_layers):
@@ -276,18 +231,6 @@ def _mixtral_problems(arch: Arch) -> list[str]:
     if arch.add_bias_linear or arch.add_qkv_bias:
         out.append("linear biases")
     return out
-
-
-def _mixtral_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return {
-        **_llama_like(arch),
-        "intermediate_size": arch.moe_ffn_hidden_size,
-        "num_local_experts": arch.num_experts,
-        "num_experts_per_tok": arch.moe_router_topk,
-        "router_jitter_noise": 0.0,
-        "sliding_window": None,
-        "output_router_logits": False,
-    }
 
 
 def _qwen2_moe_problems(arch: Arch) -> list[str]:
@@ -308,34 +251,6 @@ def _qwen3_moe_problems(arch: Arch) -> list[str]:
     return out
 
 
-def _qwen_moe_like(arch: Arch) -> dict[str, Any]:
-    """What the Qwen MoE configs share: every MoE layer at decoder_sparse_step 1, minus the
-    dense ones, routed by a softmax over the top-k logits (norm_topk_prob)."""
-    return _dense_like(
-        arch,
-        moe_intermediate_size=arch.moe_ffn_hidden_size,
-        num_experts=arch.num_experts,
-        num_experts_per_tok=arch.moe_router_topk,
-        norm_topk_prob=True,
-        decoder_sparse_step=1,
-        mlp_only_layers=[i for i, moe in enumerate(arch.moe_layers) if not moe],
-        use_sliding_window=False,
-        output_router_logits=False,
-    )
-
-
-def _qwen3_moe_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return {**_qwen_moe_like(arch), "attention_bias": False}
-
-
-def _qwen2_moe_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return {
-        **_qwen_moe_like(arch),
-        "shared_expert_intermediate_size": arch.moe_shared_expert_intermediate_size,
-        "qkv_bias": arch.qkv_bias,
-    }
-
-
 def _gpt2_problems(arch: Arch) -> list[str]:
     out = []
     if arch.normalization != "LayerNorm":
@@ -353,24 +268,6 @@ def _gpt2_problems(arch: Arch) -> list[str]:
     if arch.num_experts or arch.qk_layernorm:
         out.append("experts or qk_layernorm")
     return out
-
-
-def _gpt2_config(arch: Arch, dtype: torch.dtype) -> dict[str, Any]:
-    return {
-        "n_embd": arch.hidden_size,
-        "n_layer": arch.num_layers,
-        "n_head": arch.num_attention_heads,
-        "n_inner": arch.ffn_hidden_size,
-        "n_positions": arch.max_position_embeddings,
-        "activation_function": "gelu" if arch.activation == "gelu" else "gelu_pytorch_tanh",
-        "layer_norm_epsilon": arch.norm_epsilon,
-        "scale_attn_weights": True,
-        "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False,
-        "resid_pdrop": 0.0,
-        "embd_pdrop": 0.0,
-        "attn_pdrop": 0.0,
-    }
 
 
 _GP: Final = "transformer.h.{layer}."
@@ -417,13 +314,157 @@ _QWEN_EXPERTS: Final = (
     *_gated_mlp(_X, _LP + "mlp.experts.{expert}.", "gate_proj", "up_proj", "down_proj"),
 )
 
+# -- config.json, as data ------------------------------------------------------------------
+
+_SLIDING: Final = "sliding-window attention has no Megatron counterpart here"
+_NO_WINDOW_FIX: Final = "turn sliding windows off in config.json if the model was trained with full attention"
+# every class: the vocabulary, the tie, the storage dtype, no special-token ids of its own
+_ENDS: Final[tuple[Part, ...]] = (
+    Vocab(),
+    DType(),
+    Const("bos_token_id", None),
+    Const("eos_token_id", None),
+    Const("pad_token_id", None),
+)
+
+
+def _tied(default: bool) -> Part:
+    # absent, transformers takes the class's default: tied for GPT-2, untied for the others
+    return Scalar("tie_word_embeddings", "tied", "bool", default=default)
+
+
+def _llama_body(theta: float = 1e4) -> tuple[Part, ...]:
+    """What every Llama-style class shares: sizes, RMSNorm, SwiGLU, RoPE (``theta``: the class's base)."""
+    return (
+        *_ENDS,
+        _tied(False),
+        Scalar("hidden_size", "hidden_size"),
+        Scalar("num_hidden_layers", "num_layers", "count"),
+        Scalar("num_attention_heads", "num_attention_heads"),
+        Scalar("num_key_value_heads", "num_query_groups", default=lambda got: got["num_attention_heads"]),
+        Scalar("head_dim", "kv_channels", default=lambda got: max(got["hidden_size"] // got["num_attention_heads"], 1)),
+        Scalar("rms_norm_eps", "norm_epsilon", "eps", default=1e-6),
+        Scalar("max_position_embeddings", "max_position_embeddings"),
+        Rope(theta),
+        Const(
+            "hidden_act", "silu", "an MLP activation other than SwiGLU's SiLU has no Megatron counterpart here", "silu"
+        ),
+        Const("attention_dropout", 0.0),
+        Fixed("normalization", "RMSNorm"),
+        Fixed("swiglu", True),
+        Fixed("position_embedding_type", "rope"),
+        Fixed("activation", "silu", key="hidden_act"),
+    )
+
+
+_DENSE_FFN: Final = Scalar("intermediate_size", "ffn_hidden_size")
+_QWEN_WINDOW: Final = Const("use_sliding_window", False, _SLIDING, False, _NO_WINDOW_FIX)
+_NO_BIASES: Final = Fixed("add_bias_linear", False)
+_QK_NORM: Final = (
+    Const("attention_bias", False, "attention_bias on every attention projection has no Megatron counterpart", False),
+    Fixed("qk_layernorm", True),
+)
+_EXPERTS: Final = (
+    Scalar("num_experts", "num_experts", "count"),
+    Scalar("num_experts_per_tok", "moe_router_topk"),
+    Scalar("moe_intermediate_size", "moe_ffn_hidden_size"),
+    Const(
+        "norm_topk_prob",
+        True,
+        "routing that does not renormalise the top-k probabilities (norm_topk_prob=false) has no Megatron counterpart",
+        False,
+    ),
+    MoeLayers("mlp_only_layers"),
+    Const("use_sliding_window", False, _SLIDING, False, _NO_WINDOW_FIX),
+    Const("output_router_logits", False),
+)
+
+LLAMA_CONFIG: Final[tuple[Part, ...]] = (
+    *_llama_body(),
+    _DENSE_FFN,
+    Scalar("attention_bias", "add_bias_linear", "bool", default=False),
+    Mirror("mlp_bias", "add_bias_linear", "attention_bias and mlp_bias differ"),
+)
+MISTRAL_CONFIG: Final[tuple[Part, ...]] = (
+    *_llama_body(),
+    _DENSE_FFN,
+    _NO_BIASES,
+    # MistralConfig's default window is 4096: a Llama without one must write it as null
+    Const("sliding_window", None, _SLIDING, 4096, _NO_WINDOW_FIX),
+)
+QWEN2_CONFIG: Final[tuple[Part, ...]] = (
+    *_llama_body(),
+    _DENSE_FFN,
+    _NO_BIASES,
+    Fixed("add_qkv_bias", True),
+    _QWEN_WINDOW,
+)
+QWEN3_CONFIG: Final[tuple[Part, ...]] = (*_llama_body(), _DENSE_FFN, _NO_BIASES, *_QK_NORM, _QWEN_WINDOW)
+MIXTRAL_CONFIG: Final[tuple[Part, ...]] = (
+    *_llama_body(theta=1e6),
+    _NO_BIASES,
+    Scalar("intermediate_size", "moe_ffn_hidden_size"),
+    Derived("ffn_hidden_size", lambda got: got["moe_ffn_hidden_size"], "intermediate_size"),
+    Scalar("num_local_experts", "num_experts", "count"),
+    Scalar("num_experts_per_tok", "moe_router_topk"),
+    MoeLayers(None),
+    Const("router_jitter_noise", 0.0),
+    Const("sliding_window", None, _SLIDING, None, _NO_WINDOW_FIX),
+    Const("output_router_logits", False),
+)
+QWEN2_MOE_CONFIG: Final[tuple[Part, ...]] = (
+    *_llama_body(),
+    _DENSE_FFN,
+    _NO_BIASES,
+    *_EXPERTS,
+    Scalar("qkv_bias", "add_qkv_bias", "bool", default=True),
+    Scalar("shared_expert_intermediate_size", "moe_shared_expert_intermediate_size", "size", default=0),
+    # Qwen2-MoE always gates its shared expert
+    Derived(
+        "moe_shared_expert_gate",
+        lambda got: bool(got["moe_shared_expert_intermediate_size"]),
+        "shared_expert_intermediate_size",
+    ),
+)
+QWEN3_MOE_CONFIG: Final[tuple[Part, ...]] = (*_llama_body(), _DENSE_FFN, _NO_BIASES, *_EXPERTS, *_QK_NORM)
+_SCALED: Final = "attention scores scaled otherwise than by 1/sqrt(head_dim)"
+GPT2_CONFIG: Final[tuple[Part, ...]] = (
+    *_ENDS,
+    _tied(True),
+    Scalar("n_embd", "hidden_size"),
+    Scalar("n_layer", "num_layers", "count"),
+    Scalar("n_head", "num_attention_heads", maximum_of="hidden_size"),
+    Derived("num_query_groups", lambda got: got["num_attention_heads"], "n_head"),
+    Derived("kv_channels", lambda got: got["hidden_size"] // got["num_attention_heads"], "n_embd"),
+    Scalar("n_inner", "ffn_hidden_size", default=lambda got: 4 * got["hidden_size"]),
+    Scalar("n_positions", "max_position_embeddings"),
+    Scalar("layer_norm_epsilon", "norm_epsilon", "eps", default=1e-5),
+    Choice(
+        "activation_function",
+        "activation",
+        read_as={"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh"},
+        write_as={"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"},
+        default="gelu_new",
+    ),
+    Const("scale_attn_weights", True, _SCALED, True),
+    Const("scale_attn_by_inverse_layer_idx", False, _SCALED, False),
+    Const("reorder_and_upcast_attn", False),
+    Const("resid_pdrop", 0.0),
+    Const("embd_pdrop", 0.0),
+    Const("attn_pdrop", 0.0),
+    Fixed("normalization", "LayerNorm"),
+    Fixed("position_embedding_type", "learned_absolute"),
+    Fixed("add_bias_linear", True),
+)
+
+
 FAMILIES: Final[tuple[Family, ...]] = (
-    Family("llama", "LlamaForCausalLM", "llama", _llama_problems, _DENSE, _llama_config),
+    Family("llama", "LlamaForCausalLM", "llama", _llama_problems, _DENSE, LLAMA_CONFIG),
     # Mistral without a sliding window is Llama without biases: read (a shipped model may use the
     # class), never chosen to write, since Llama comes first and accepts every model it does.
-    Family("mistral", "MistralForCausalLM", "mistral", _mistral_problems, _DENSE, _mistral_config),
-    Family("qwen2", "Qwen2ForCausalLM", "qwen2", _qwen2_problems, _DENSE, _qwen2_config),
-    Family("qwen3", "Qwen3ForCausalLM", "qwen3", _qwen3_problems, (*_DENSE, *_qk_norms(_LP)), _qwen3_config),
+    Family("mistral", "MistralForCausalLM", "mistral", _mistral_problems, _DENSE, MISTRAL_CONFIG),
+    Family("qwen2", "Qwen2ForCausalLM", "qwen2", _qwen2_problems, _DENSE, QWEN2_CONFIG),
+    Family("qwen3", "Qwen3ForCausalLM", "qwen3", _qwen3_problems, (*_DENSE, *_qk_norms(_LP)), QWEN3_CONFIG),
     Family(
         "mixtral",
         "MixtralForCausalLM",
@@ -435,7 +476,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
             KeyMap(_L + "mlp.router.weight", (_LP + "block_sparse_moe.gate.weight",)),
             *_gated_mlp(_X, _LP + "block_sparse_moe.experts.{expert}.", "w1", "w3", "w2"),
         ),
-        _mixtral_config,
+        MIXTRAL_CONFIG,
     ),
     Family(
         "qwen2_moe",
@@ -448,7 +489,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
             *_gated_mlp(_L + "mlp.shared_experts.", _SHARED + ".", "gate_proj", "up_proj", "down_proj"),
             KeyMap(_L + "mlp.shared_experts.gate_weight", (_SHARED + "_gate.weight",)),
         ),
-        _qwen2_moe_config,
+        QWEN2_MOE_CONFIG,
         # no shared experts (shared_expert_intermediate_size=0): an empty one, which adds exactly zero
         (
             Extra(_SHARED + ".gate_proj.weight", lambda a: (0, a.hidden_size), _no_shared_expert),
@@ -463,9 +504,9 @@ FAMILIES: Final[tuple[Family, ...]] = (
         "qwen3_moe",
         _qwen3_moe_problems,
         (*_DENSE, *_qk_norms(_LP), *_QWEN_EXPERTS),
-        _qwen3_moe_config,
+        QWEN3_MOE_CONFIG,
     ),
-    Family("gpt2", "GPT2LMHeadModel", "gpt2", _gpt2_problems, _gpt2_keymap(), _gpt2_config),
+    Family("gpt2", "GPT2LMHeadModel", "gpt2", _gpt2_problems, _gpt2_keymap(), GPT2_CONFIG),
 )
 
 
@@ -500,33 +541,6 @@ def family_for_config(config: Mapping[str, Any], *, source: Any = None) -> Famil
     )
 
 
-_DT: Final = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _rope_of(c: Params, default_theta: float) -> tuple[float, dict[str, float]]:
-    """RoPE's base and the Arch fields of its scaling, from ``rope_parameters`` (transformers 5),
-    or ``rope_scaling`` beside ``rope_theta`` as earlier versions wrote them."""
-    raw = c.get("rope_parameters") or c.get("rope_scaling") or {}
-    key = "rope_parameters" if c.has("rope_parameters") else "rope_scaling"
-    if not isinstance(raw, Mapping):
-        raise LayoutError(f"{key} is {raw!r}, expected an object", path=c.source, key=key)
-    rope = Params(raw, c.source, noun="config.json value", prefix=f"{key}.")
-    theta = rope.float("rope_theta", c.float("rope_theta", default_theta, positive=True), positive=True)
-    rope_type = rope.str("rope_type", rope.str("type", "default"))
-    if rope_type == "default":
-        return theta, {}
-    if rope_type == "llama3" and all(k in raw and rope.float(k, 0.0) == v for k, v in LLAMA3_ROPE.items()):
-        return theta, {"rope_scaling_factor": rope.float("factor", None, positive=True)}
-    if rope_type == "linear":
-        return theta, {"rotary_seq_len_interpolation_factor": rope.float("factor", None, positive=True)}
-    raise UnsupportedModelError(
-        f"rope_type {rope_type!r} with {dict(raw)} has no Megatron counterpart (default, linear, and "
-        f"llama3 with {LLAMA3_ROPE} have)",
-        path=c.source,
-        key=key,
-    )
-
-
 def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[Family, Arch]:
     """Read an inference config.json back into the model it describes.
 
@@ -534,199 +548,15 @@ def arch_from_config(config: Mapping[str, Any], *, source: Any = None) -> tuple[
     """
     fam = family_for_config(config, source=source)
     c = Params(config, source, noun="config.json value", fix="the config and the weights must describe the same model")
-    arch = _arch_from_config(fam, c)
+    arch = fam.read_config(c)
     keys = CONFIG_KEYS[fam.name]
     check_relations(arch, source=source, key=lambda field: keys.get(field, field))
     return fam, arch
 
 
-def _arch_from_config(fam: Family, c: Params) -> Arch:
-    source = c.source
-    dtype = _DT.get(str(c.get("dtype") or c.get("torch_dtype") or "float32"), torch.float32)
-    vocab = c.int("vocab_size")
-    # absent, transformers uses the class's default: tied for GPT-2, untied for the others
-    tied = c.bool("tie_word_embeddings", fam.name == "gpt2")
-    if fam.name == "gpt2":
-        for key, megatron in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False)):
-            if c.bool(key, megatron) != megatron:
-                raise UnsupportedModelError(
-                    f"{key}={c.get(key)!r}: attention scores scaled otherwise than by 1/sqrt(head_dim)",
-                    path=source,
-                    key=key,
-                )
-        hidden, heads = c.int("n_embd"), c.int("n_head", maximum=c.int("n_embd"))
-        act = c.str("activation_function", "gelu_new")
-        if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-            raise UnsupportedModelError(f"activation_function {act!r}", path=source, key="activation_function")
-        return Arch(
-            num_layers=c.int("n_layer", maximum=MAX_COUNT),
-            hidden_size=hidden,
-            ffn_hidden_size=c.int("n_inner", 4 * hidden),
-            num_attention_heads=heads,
-            num_query_groups=heads,
-            kv_channels=hidden // heads,
-            padded_vocab_size=vocab,
-            vocab_size=vocab,
-            normalization="LayerNorm",
-            norm_epsilon=c.float("layer_norm_epsilon", 1e-5),
-            position_embedding_type="learned_absolute",
-            max_position_embeddings=c.int("n_positions"),
-            tied=tied,
-            add_bias_linear=True,
-            activation="gelu" if act == "gelu" else "gelu_tanh",
-            params_dtype=dtype,
-        )
-    hidden, heads = c.int("hidden_size"), c.int("num_attention_heads")
-    theta, scaling = _rope_of(c, 1e6 if fam.name == "mixtral" else 1e4)  # the classes' defaults
-    layers = c.int("num_hidden_layers", maximum=MAX_COUNT)
-    common: dict[str, Any] = dict(
-        num_layers=layers,
-        hidden_size=hidden,
-        num_attention_heads=heads,
-        num_query_groups=c.int("num_key_value_heads", heads),
-        kv_channels=c.int("head_dim", max(hidden // heads, 1)),
-        padded_vocab_size=vocab,
-        vocab_size=vocab,
-        normalization="RMSNorm",
-        norm_epsilon=c.float("rms_norm_eps", 1e-6),
-        swiglu=True,
-        position_embedding_type="rope",
-        max_position_embeddings=c.int("max_position_embeddings"),
-        rotary_base=theta,
-        **scaling,
-        tied=tied,
-        activation="silu",
-        params_dtype=dtype,
-    )
-    # Mixtral and Mistral use sliding_window whenever it is set (Mistral's default is 4096: it
-    # must be written as null); the Qwen classes only with use_sliding_window.
-    windowed = fam.name in ("mixtral", "mistral")
-    if c.bool("use_sliding_window", False) or (
-        windowed and (c.has("sliding_window") or fam.name == "mistral" and "sliding_window" not in c.raw)
-    ):
-        raise UnsupportedModelError(
-            "sliding-window attention has no Megatron counterpart here",
-            path=source,
-            key="sliding_window" if windowed else "use_sliding_window",
-            fix="turn sliding windows off in config.json if the model was trained with full attention",
-        )
-    if fam.name in ("qwen3", "qwen3_moe"):
-        if c.bool("attention_bias", False):
-            raise UnsupportedModelError(
-                "attention_bias on every attention projection has no Megatron counterpart",
-                path=source,
-                key="attention_bias",
-            )
-        common["qk_layernorm"] = True
-    if fam.name == "llama":
-        bias = c.bool("attention_bias", False)
-        if bias != c.bool("mlp_bias", False):
-            raise UnsupportedModelError("attention_bias and mlp_bias differ", path=source, key="mlp_bias")
-        return Arch(ffn_hidden_size=c.int("intermediate_size"), add_bias_linear=bias, **common)
-    if fam.name in ("mistral", "qwen2", "qwen3"):
-        return Arch(
-            ffn_hidden_size=c.int("intermediate_size"),
-            add_bias_linear=False,
-            add_qkv_bias=fam.name == "qwen2",
-            **common,
-        )
-    if fam.name == "mixtral":
-        moe = c.int("intermediate_size")
-        return Arch(
-            ffn_hidden_size=moe,
-            add_bias_linear=False,
-            num_experts=c.int("num_local_experts", maximum=MAX_COUNT),
-            moe_router_topk=c.int("num_experts_per_tok"),
-            moe_ffn_hidden_size=moe,
-            moe_layers=(True,) * layers,
-            **common,
-        )
-    # qwen2_moe, qwen3_moe
-    shared = c.int("shared_expert_intermediate_size", 0, minimum=0) if fam.name == "qwen2_moe" else 0
-    if not c.bool("norm_topk_prob", False):
-        raise UnsupportedModelError("norm_topk_prob=false routing", path=source, key="norm_topk_prob")
-    dense = set(c.ints("mlp_only_layers", below=layers))
-    step = c.int("decoder_sparse_step", 1)
-    pattern = tuple(i not in dense and (i + 1) % step == 0 for i in range(layers))
-    return Arch(
-        ffn_hidden_size=c.int("intermediate_size"),
-        add_bias_linear=False,
-        add_qkv_bias=fam.name == "qwen2_moe" and c.bool("qkv_bias", True),
-        num_experts=c.int("num_experts", maximum=MAX_COUNT),
-        moe_router_topk=c.int("num_experts_per_tok"),
-        moe_ffn_hidden_size=c.int("moe_intermediate_size"),
-        moe_layers=pattern,
-        moe_shared_expert_intermediate_size=shared,
-        moe_shared_expert_gate=bool(shared),  # Qwen2-MoE always gates its shared expert
-        **common,
-    )
-
-
 # Arch field -> config.json key, per family (for messages that name the key to fix).
-_COMMON_KEYS: Final = {
-    "num_layers": "num_hidden_layers",
-    "hidden_size": "hidden_size",
-    "ffn_hidden_size": "intermediate_size",
-    "num_attention_heads": "num_attention_heads",
-    "num_query_groups": "num_key_value_heads",
-    "kv_channels": "head_dim",
-    "rows_vocab": "vocab_size",
-    "norm_epsilon": "rms_norm_eps",
-    "max_position_embeddings": "max_position_embeddings",
-    "rotary_base": "rope_parameters.rope_theta",
-    "rope_scaling_factor": "rope_parameters.factor",
-    "rotary_seq_len_interpolation_factor": "rope_parameters.factor",
-    "tied": "tie_word_embeddings",
-    "add_bias_linear": "attention_bias",
-    "params_dtype": "dtype",
-    "normalization": "model_type",
-    "swiglu": "model_type",
-    "position_embedding_type": "model_type",
-    "activation": "hidden_act",
-}
-CONFIG_KEYS: Final[dict[str, dict[str, str]]] = {
-    "llama": dict(_COMMON_KEYS),
-    "mistral": {**_COMMON_KEYS, "add_bias_linear": "model_type"},
-    "mixtral": {
-        **_COMMON_KEYS,
-        "moe_ffn_hidden_size": "intermediate_size",
-        "num_experts": "num_local_experts",
-        "moe_router_topk": "num_experts_per_tok",
-        "moe_layers": "architectures",
-    },
-    "qwen2": {**_COMMON_KEYS, "add_bias_linear": "model_type", "add_qkv_bias": "model_type"},
-    "qwen3": {**_COMMON_KEYS, "qk_layernorm": "model_type"},
-    "qwen3_moe": {
-        **_COMMON_KEYS,
-        "moe_ffn_hidden_size": "moe_intermediate_size",
-        "num_experts": "num_experts",
-        "moe_router_topk": "num_experts_per_tok",
-        "moe_layers": "mlp_only_layers",
-        "qk_layernorm": "model_type",
-    },
-    "qwen2_moe": {
-        **_COMMON_KEYS,
-        "moe_ffn_hidden_size": "moe_intermediate_size",
-        "num_experts": "num_experts",
-        "moe_router_topk": "num_experts_per_tok",
-        "moe_layers": "mlp_only_layers",
-        "add_qkv_bias": "qkv_bias",
-        "moe_shared_expert_intermediate_size": "shared_expert_intermediate_size",
-        "moe_shared_expert_gate": "shared_expert_intermediate_size",
-    },
-    "gpt2": {
-        **_COMMON_KEYS,
-        "num_layers": "n_layer",
-        "hidden_size": "n_embd",
-        "ffn_hidden_size": "n_inner",
-        "num_attention_heads": "n_head",
-        "num_query_groups": "n_head",
-        "kv_channels": "n_embd",
-        "norm_epsilon": "layer_norm_epsilon",
-        "max_position_embeddings": "n_positions",
-        "activation": "activation_function",
-    },
-}
+CONFIG_KEYS: Final[dict[str, dict[str, str]]] = {fam.name: fam.config_keys() for fam in FAMILIES}
+# The Arch fields config.json and the training arguments must agree on.
 _COMPARED: Final = (
     "num_layers",
     "hidden_size",

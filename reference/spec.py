@@ -10,6 +10,7 @@ the names a TP=PP=EP=1 megatron-core checkpoint would have.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ __all__ = [
     "canonical_keys",
     "expected_shape",
     "match_local",
+    "compile_template",
+    "format_key",
     "Match",
 ]
 
@@ -101,7 +104,7 @@ class ParamRule:
 
     @property
     def pattern(self) -> re.Pattern[str]:
-        return _compile(self.template)
+        return compile_template(self.template)
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,14 @@ def extra_state_keys(local_keys: Iterator[str] | list[str], *, last_stage: bool)
     return list(out)
 
 
-def _compile(template: str) -> re.Pattern[str]:
+@functools.cache
+def compile_template(template: str) -> re.Pattern[str]:
+    """The regex of a key template: ``{layer}`` and ``{expert}`` match (and capture) indices.
+
+    >>> compile_template("decoder.layers.{layer}.mlp.linear_fc1.weight").match(
+    ...     "decoder.layers.7.mlp.linear_fc1.weight").group("layer")
+    '7'
+    """
     escaped = re.escape(template)
     escaped = escaped.replace(r"\{layer\}", r"(?P<layer>\d+)").replace(r"\{expert\}", r"(?P<expert>\d+)")
     return re.compile(escaped + r"\Z")
@@ -314,8 +324,12 @@ def format_key(template: str, layer: int | None, expert: int | None) -> str:
 
 
 _RULE_BY_TEMPLATE: Final[dict[str, ParamRule]] = {r.template: r for r in RULES}
-_ALIAS_PATTERNS: Final[tuple[tuple[re.Pattern[str], KeyAlias], ...]] = tuple((_compile(a.local), a) for a in ALIASES)
-_RULE_PATTERNS: Final[tuple[tuple[re.Pattern[str], ParamRule], ...]] = tuple((_compile(r.template), r) for r in RULES)
+_ALIAS_PATTERNS: Final[tuple[tuple[re.Pattern[str], KeyAlias], ...]] = tuple(
+    (compile_template(a.local), a) for a in ALIASES
+)
+_RULE_PATTERNS: Final[tuple[tuple[re.Pattern[str], ParamRule], ...]] = tuple(
+    (compile_template(r.template), r) for r in RULES
+)
 
 
 def match_local(key: str) -> Match | None:
