@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,11 @@ AREAS: Final[dict[str, str]] = {
 
 
 def _suite_dir() -> Path:
-    import vla_conformance
-
-    return Path(vla_conformance.__file__).resolve().parent
+    """Where the installed suite lies, found without importing it (it imports torch and transformers)."""
+    spec = importlib.util.find_spec("vla_conformance")
+    if spec is None or not spec.submodule_search_locations:
+        raise pytest.UsageError("pytest-vla: the conformance suite (vla_conformance) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 SUITE_DIR: Final[Path] = _suite_dir()
