@@ -29,6 +29,8 @@ from .forward import reference_logits
 from .hf import HFSource, write_hf
 from .manifest import write_manifest
 from .preprocessing_cases import SNAPSHOT_DIR
+from .release import PARTS
+from .repro import DEFAULT_LAUNCH_SCRIPT, ENVIRONMENT_FILES, MATRIX, expected_flags
 from .rows import Rows
 from .safetensors_io import header_for, write_rows
 from .shard_writer import write_megatron
@@ -222,28 +224,34 @@ def _dump(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+# The golden run's training settings (the architecture and layout flags come from the matrix code)
+_TRAINING: Final = {
+    "global-batch-size": 64,
+    "lr-decay-style": "cosine",
+    "lr": 3.0e-4,
+    "min-lr": 3.0e-5,
+    "weight-decay": 0.1,
+}
+
+
+def _model_flags(arch: Arch, layout: Layout) -> dict[str, Any]:
+    """The config-matrix flags this architecture and layout give (``repro.expected_flags``), by
+    their matrix names, with MoE every second layer as the golden MoE model has it."""
+    names = {key.name for key in MATRIX}
+    flags = {k: v for k, v in expected_flags(arch, layout).items() if k in names}
+    if arch.num_experts:
+        flags["moe-layer-freq"] = 2
+    return flags
+
+
 def _matrix(arch: Arch, layout: Layout, name: str) -> dict[str, dict[str, Any]]:
     tiny = {
-        "num-layers": arch.num_layers,
-        "hidden-size": arch.hidden_size,
-        "ffn-hidden-size": arch.ffn_hidden_size,
-        "num-attention-heads": arch.num_attention_heads,
-        "num-query-groups": arch.num_query_groups,
-        "num-experts": arch.num_experts or None,
-        "moe-router-topk": arch.moe_router_topk if arch.num_experts else None,
-        "moe-layer-freq": 2 if arch.num_experts else None,
-        "global-batch-size": 64,
-        "lr-decay-style": "cosine",
-        "lr": 3.0e-4,
-        "min-lr": 3.0e-5,
-        "weight-decay": 0.1,
-        "tensor-model-parallel-size": layout.tp,
-        "pipeline-model-parallel-size": layout.pp,
-        "expert-model-parallel-size": layout.ep,
+        **_model_flags(arch, layout),
+        **_TRAINING,
         "precision": "bf16" if arch.params_dtype == torch.bfloat16 else "fp32",
     }
     return {
-        f"{name}.json": tiny,
+        name: tiny,
         "vla-1b-dense.json": {
             "num-layers": 24,
             "hidden-size": 2048,
@@ -283,12 +291,9 @@ def _matrix(arch: Arch, layout: Layout, name: str) -> dict[str, dict[str, Any]]:
 
 
 def _launch_script(arch: Arch, layout: Layout, config: str) -> str:
-    moe = (
-        f"    --num-experts {arch.num_experts} --moe-router-topk {arch.moe_router_topk} --moe-layer-freq 2 \\\n"
-        f"    --expert-model-parallel-size {layout.ep} --moe-ffn-hidden-size {arch.moe_ffn_hidden_size} \\\n"
-        if arch.num_experts
-        else ""
-    )
+    flags = [f"--{k} {v}" for k, v in _model_flags(arch, layout).items()]
+    lines = "".join(f"    {' '.join(flags[i : i + 3])} \\\n" for i in range(0, len(flags), 3))
+    training = " ".join(f"--{k} {v}" for k, v in _TRAINING.items())
     return f"""#!/usr/bin/env bash
 # Launch pre-training with Megatron-LM. Needs only these variables; everything else is pinned
 # here and in {config}.
@@ -304,14 +309,10 @@ MASTER_PORT=${{MASTER_PORT:-6000}}
 
 torchrun --nproc_per_node 8 --nnodes 1 --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \\
     pretrain_gpt.py \\
-    --num-layers {arch.num_layers} --hidden-size {arch.hidden_size} --ffn-hidden-size {arch.ffn_hidden_size} \\
-    --num-attention-heads {arch.num_attention_heads} --group-query-attention \\
-    --num-query-groups {arch.num_query_groups} --normalization RMSNorm --swiglu \\
+{lines}    --group-query-attention --normalization RMSNorm --swiglu \\
     --position-embedding-type rope --untie-embeddings-and-output-weights --disable-bias-linear \\
-    --max-position-embeddings {arch.max_position_embeddings} --seq-length {arch.max_position_embeddings} \\
-{moe}    --tensor-model-parallel-size {layout.tp} --pipeline-model-parallel-size {layout.pp} \\
-    --micro-batch-size 1 --global-batch-size 64 --lr 3.0e-4 --min-lr 3.0e-5 --lr-decay-style cosine \\
-    --weight-decay 0.1 --train-iters 1000 \\
+    --seq-length {arch.max_position_embeddings} --micro-batch-size 1 {training} \\
+    --train-iters 1000 \\
     --data-path "$DATA_PATH" --save "$CHECKPOINT_PATH" --load "$CHECKPOINT_PATH" --ckpt-format torch
 """
 
@@ -420,7 +421,8 @@ def _record_snapshots(model_dir: Path, root: Path, version: str) -> None:
 def build_release(spec: GoldenSpec, dst: Path, *, version: str = "1.0.0") -> None:
     """Build one golden release at ``dst`` (atomically)."""
     with atomic_dir(dst, overwrite=True, fsync=False) as tmp:
-        model_dir = tmp / "model"
+        part = {name: tmp / p.path for name, p in PARTS.items()}  # the release's directories
+        model_dir = part["model"]
         tok_dir = tmp / "tokenizer-build"
         tok = build_tokenizer(tok_dir)
         processor = _processor(tok_dir, spec.seed)
@@ -445,30 +447,30 @@ def build_release(spec: GoldenSpec, dst: Path, *, version: str = "1.0.0") -> Non
         )
         params = _count_params(arch, weights)
         (model_dir / "README.md").write_text(_card(spec, arch, version, params))
-        write_megatron(HFSource(model_dir), tmp / "checkpoint", spec.layout, iteration=1000, fsync=False)
-        _fill_training_state(tmp / "checkpoint", arch, spec.seed)
-        golden = tmp / "golden"
+        write_megatron(HFSource(model_dir), part["checkpoint"], spec.layout, iteration=1000, fsync=False)
+        _fill_training_state(part["checkpoint"], arch, spec.seed)
+        golden = part["golden"]
         golden.mkdir()
         _eval_set(tok, arch, weights, golden)
         _record_snapshots(model_dir, tmp, version)
-        (tmp / "configs").mkdir()
-        config_name = f"vla-driver-tiny-{spec.dirname}"
-        for fname, cfg in _matrix(arch, spec.layout, config_name).items():
-            (tmp / "configs" / fname).write_text(_dump({k: v for k, v in cfg.items() if v is not None}))
-        (tmp / "docker").mkdir()
-        (tmp / "docker" / "Dockerfile").write_text(_DOCKERFILE)
-        (tmp / "docker" / "environment.json").write_text(_dump(_environment()))
-        (tmp / "scripts").mkdir()
-        script = tmp / "scripts" / "run_pretrain.sh"
-        script.write_text(_launch_script(arch, spec.layout, f"configs/{config_name}.json"))
+        part["configs"].mkdir()
+        config = f"{PARTS['configs'].path}/vla-driver-tiny-{spec.dirname}.json"
+        for fname, cfg in _matrix(arch, spec.layout, Path(config).name).items():
+            (part["configs"] / fname).write_text(_dump({k: v for k, v in cfg.items() if v is not None}))
+        part["docker"].mkdir()
+        (part["docker"] / "Dockerfile").write_text(_DOCKERFILE)
+        (part["docker"] / ENVIRONMENT_FILES[0]).write_text(_dump(_environment()))
+        script = tmp / DEFAULT_LAUNCH_SCRIPT
+        script.parent.mkdir()
+        script.write_text(_launch_script(arch, spec.layout, config))
         script.chmod(0o755)
         write_manifest(
             tmp,
             name=spec.name,
             version=version,
             date=RELEASE_DATE,
-            config=f"configs/{config_name}.json",
-            launch_script="scripts/run_pretrain.sh",
+            config=config,
+            launch_script=DEFAULT_LAUNCH_SCRIPT,
         )
 
 

@@ -435,3 +435,23 @@ def expected_shape(rule: ParamRule, arch: Arch, *, padded_vocab: int | None = No
         "one": 1,
     }
     return tuple(dims[d] for d in rule.shape)
+
+
+def rules_markdown() -> str:
+    """The split-rule table as docs/converter.md shows it (tested to be current there).
+
+    >>> rules_markdown().splitlines()[2].startswith("| `embedding.word_embeddings.weight` | vocab |")
+    True
+    """
+    rows = [
+        "| parameter | split | fused | stage | shape | present when |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in RULES:
+        fused = "" if r.fused is Fused.NONE else r.fused.value
+        shape = " × ".join(r.shape)
+        rows.append(f"| `{r.template}` | {r.split.value} | {fused} | {r.scope.value} | {shape} | {r.needs.value} |")
+    return "\n".join(rows) + "\n"
+
+
+__all__ += ["rules_markdown"]

@@ -56,3 +56,14 @@ def test_canonical_keys_follow_the_moe_pattern():
     assert "decoder.layers.1.mlp.linear_fc1.weight" in keys
     assert "decoder.layers.1.mlp.router.weight" not in keys
     assert "decoder.layers.0.mlp.experts.local_experts.3.linear_fc2.weight" in keys
+
+
+def test_the_docs_show_the_current_split_rules():
+    """docs/converter.md's copy of the rule table is the table (regenerate it with rules_markdown())."""
+    from conftest import REPO
+
+    from vla_reference.spec import rules_markdown
+
+    doc = (REPO / "docs" / "converter.md").read_text()
+    shown = doc.split("<!-- split-rules: begin -->\n", 1)[1].split("<!-- split-rules: end -->", 1)[0]
+    assert shown == rules_markdown(), "docs/converter.md's split-rule table is stale: paste rules_markdown() there"

@@ -14,11 +14,11 @@ MASTER_PORT=${MASTER_PORT:-6000}
 torchrun --nproc_per_node 8 --nnodes 1 --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
     pretrain_gpt.py \
     --num-layers 4 --hidden-size 64 --ffn-hidden-size 128 \
-    --num-attention-heads 4 --group-query-attention \
-    --num-query-groups 2 --normalization RMSNorm --swiglu \
+    --num-attention-heads 4 --num-query-groups 2 --num-experts 0 \
+    --max-position-embeddings 256 --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 \
+    --expert-model-parallel-size 1 \
+    --group-query-attention --normalization RMSNorm --swiglu \
     --position-embedding-type rope --untie-embeddings-and-output-weights --disable-bias-linear \
-    --max-position-embeddings 256 --seq-length 256 \
-    --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 \
-    --micro-batch-size 1 --global-batch-size 64 --lr 3.0e-4 --min-lr 3.0e-5 --lr-decay-style cosine \
-    --weight-decay 0.1 --train-iters 1000 \
+    --seq-length 256 --micro-batch-size 1 --global-batch-size 64 --lr-decay-style cosine --lr 0.0003 --min-lr 3e-05 --weight-decay 0.1 \
+    --train-iters 1000 \
     --data-path "$DATA_PATH" --save "$CHECKPOINT_PATH" --load "$CHECKPOINT_PATH" --ckpt-format torch
