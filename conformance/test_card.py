@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 
 from pytest_vla.findings import Findings
-from vla_reference.card import CARD_NAMES, ModelCard, find_card, lint_card, read_card
-from vla_reference.card_release import (
+from vla_reference import read_json
+from vla_reference.card import (
+    CARD_NAMES,
+    SECTION_KEYS,
+    ModelCard,
     check_context_length,
     check_license,
     check_limitation_topics,
@@ -19,14 +22,14 @@ from vla_reference.card_release import (
     check_release_date,
     check_version,
     config_context_length,
+    find_card,
+    license_files,
+    lint_card,
+    read_card,
 )
-from vla_reference.card_rules import SECTION_KEYS
 from vla_reference.errors import ReleaseError
 from vla_reference.findings import Finding
-from vla_reference.layout import read_json
-from vla_reference.licenses import license_files
-from vla_reference.release import Release
-from vla_reference.weights import count_parameters
+from vla_reference.release import Release, count_parameters
 
 pytestmark = pytest.mark.card
 

@@ -11,16 +11,12 @@ import torch
 from pytest_vla.cache import ArtefactCache
 from pytest_vla.findings import Findings
 from pytest_vla.fixtures import open_checkpoint
-from vla_reference.arch import Layout
-from vla_reference.convert import merge
+from vla_reference import merge, read_json
+from vla_reference.converter import Layout, Split, compare_config, rule_for
 from vla_reference.errors import ReleaseError
-from vla_reference.families import compare_config
 from vla_reference.hf import HFSource
-from vla_reference.layout import read_json
-from vla_reference.megatron import MegatronSource
+from vla_reference.megatron import MegatronSource, check_layout, write_megatron
 from vla_reference.release import Release
-from vla_reference.shard_writer import check_layout, write_megatron
-from vla_reference.spec import Split, rule_for
 
 pytestmark = pytest.mark.checkpoint
 

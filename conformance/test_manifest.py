@@ -10,9 +10,10 @@ import pytest
 from pytest_vla.findings import Findings
 from vla_reference.errors import ReleaseError
 from vla_reference.findings import Finding
-from vla_reference.manifest import (
+from vla_reference.release import (
     MANIFEST,
     Listed,
+    Release,
     check_missing,
     check_paths,
     check_unlisted,
@@ -23,7 +24,6 @@ from vla_reference.manifest import (
     mismatch_table,
     scan_release,
 )
-from vla_reference.release import Release
 
 pytestmark = pytest.mark.manifest
 

@@ -11,16 +11,13 @@ import torch
 
 from pytest_vla.cache import ArtefactCache
 from pytest_vla.session import VLASession
-from vla_reference.arch import Layout
+from vla_reference import read_json
+from vla_reference.converter import Layout
 from vla_reference.errors import ReleaseError
-from vla_reference.hf import HFSource
-from vla_reference.layout import read_json
-from vla_reference.megatron import MegatronSource
-from vla_reference.parallel import sharded_logits
-from vla_reference.parity import ParityStats, Tolerance, compare_logits, default_tolerance, format_table
+from vla_reference.hf import HFSource, SafetensorsFile
+from vla_reference.megatron import MegatronSource, check_layout, write_megatron
+from vla_reference.parity import ParityStats, Tolerance, compare_logits, default_tolerance, format_table, sharded_logits
 from vla_reference.release import Release
-from vla_reference.safetensors_io import SafetensorsFile
-from vla_reference.shard_writer import check_layout, write_megatron
 
 pytestmark = pytest.mark.parity
 

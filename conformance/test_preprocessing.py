@@ -12,12 +12,20 @@ import torch
 
 from pytest_vla.findings import Findings
 from pytest_vla.snapshots import extension_for
+from vla_reference import read_json
 from vla_reference.errors import MalformedFileError, ReleaseError
-from vla_reference.layout import read_json
-from vla_reference.manifest import sha256_file
-from vla_reference.preprocessing_cases import CASES, SNAPSHOT_DIR, case_items, record, snapshot_file
-from vla_reference.release import Release
-from vla_reference.snapshot_format import compare, load_snapshot, parse, serialize
+from vla_reference.preprocessing import (
+    CASES,
+    SNAPSHOT_DIR,
+    case_items,
+    compare,
+    load_snapshot,
+    parse,
+    record,
+    serialize,
+    snapshot_file,
+)
+from vla_reference.release import Release, sha256_file
 
 pytestmark = pytest.mark.preprocessing
 

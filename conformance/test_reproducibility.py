@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 
 from pytest_vla.findings import Findings
-from vla_reference.dockerfile import check_dockerfile
+from vla_reference import read_json
+from vla_reference.converter import arch_from_config
 from vla_reference.errors import ReleaseError
-from vla_reference.families import arch_from_config
 from vla_reference.findings import Finding
-from vla_reference.layout import read_json
 from vla_reference.megatron import MegatronSource
 from vla_reference.release import PARTS, Release
 from vla_reference.repro import (
     ENVIRONMENT_FILES,
+    check_dockerfile,
     check_environment,
     check_matrix,
     check_script_args,

@@ -16,12 +16,12 @@ from pytest_vla.findings import Findings
 from vla_reference.errors import ReleaseError
 from vla_reference.findings import Finding
 from vla_reference.release import Release
-from vla_reference.tokenizer import TOKENIZER_FILES
-from vla_reference.tokenizer_baseline import moved_tokens, tokens_below_baseline, unversioned_change
-from vla_reference.tokenizer_checks import (
+from vla_reference.tokenizer import (
     CROSS_FILES,
     GOLDEN_TEXT,
     ROUND_TRIP_CONTEXTS,
+    TOKENIZER_FILES,
+    TokenizerPackage,
     checksum_mismatches,
     cross_file_mismatches,
     duplicate_ids,
@@ -30,12 +30,14 @@ from vla_reference.tokenizer_checks import (
     encoding_disagreements,
     id_gaps,
     missing_files,
+    moved_tokens,
     one_id_failures,
     renumbered,
     round_trip_failures,
+    tokens_below_baseline,
+    unversioned_change,
     vocab_file_mismatches,
 )
-from vla_reference.tokenizer_package import TokenizerPackage
 
 pytestmark = pytest.mark.tokenizer
 

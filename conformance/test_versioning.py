@@ -5,11 +5,18 @@ from __future__ import annotations
 import pytest
 
 from pytest_vla.findings import Findings
-from vla_reference.changes import diff_releases
 from vla_reference.errors import ReleaseError
-from vla_reference.manifest import MANIFEST
-from vla_reference.release import Release
-from vla_reference.semver import Bump, Version, bump_between, next_version, parse_version, required_for
+from vla_reference.release import (
+    MANIFEST,
+    Bump,
+    Release,
+    Version,
+    bump_between,
+    diff_releases,
+    next_version,
+    parse_version,
+    required_for,
+)
 
 pytestmark = pytest.mark.versioning
 

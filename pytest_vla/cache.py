@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import vla_reference
-from vla_reference.manifest import release_files, sha256_file
+from vla_reference.release import release_files, sha256_file
 
 from . import __version__
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from vla_reference import merge, tokenizer_vocab_size
 from vla_reference.card import ModelCard, find_card, read_card
-from vla_reference.convert import merge, tokenizer_vocab_size
 from vla_reference.errors import ReleaseError
 from vla_reference.megatron import MegatronSource
 from vla_reference.release import Release
@@ -177,8 +177,8 @@ def vla_tokenizer(vla_model_dir: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def vla_tokenizer_package(vla_model_dir: Path) -> Any:
-    """The tokenizer package of ``model/`` as written, file by file (``vla_reference.tokenizer_package``)."""
-    from vla_reference.tokenizer_package import read_tokenizer_package
+    """The tokenizer package of ``model/`` as written, file by file (``vla_reference.tokenizer.TokenizerPackage``)."""
+    from vla_reference.tokenizer import read_tokenizer_package
 
     return read_tokenizer_package(vla_model_dir)
 
@@ -186,7 +186,7 @@ def vla_tokenizer_package(vla_model_dir: Path) -> Any:
 @pytest.fixture(scope="session")
 def vla_baseline_tokenizer_package(vla_baseline: Release) -> Any:
     """The baseline's tokenizer package as written; skips without ``--vla-baseline``."""
-    from vla_reference.tokenizer_package import read_tokenizer_package
+    from vla_reference.tokenizer import read_tokenizer_package
 
     return read_tokenizer_package(vla_baseline.root / "model")
 

@@ -1,4 +1,4 @@
-"""syrupy extension for pytest-vla's tensor snapshots (format: vla_reference.snapshot_format)."""
+"""syrupy extension for pytest-vla's tensor snapshots (format: vla_reference.preprocessing)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
-from vla_reference.snapshot_format import SnapshotData, compare, parse, serialize
+from vla_reference.preprocessing import SnapshotData, compare, parse, serialize
 
 __all__ = ["SnapshotData", "serialize", "parse", "compare", "TensorSnapshotExtension", "extension_for"]
 

@@ -1,15 +1,19 @@
 """Reference implementations behind pytest-vla; nothing here imports pytest.
 
-The converter (exported here) turns a Megatron-sharded training checkpoint (TP/PP/EP, torch or
-torch_dist format, megatron-core / Transformer Engine / legacy naming) into a Hugging Face
-checkpoint that stock transformers classes load, and back, bit-exactly and one tensor at a time.
-The other parts are subpackages and modules: ``parallel`` (sharded forward on torch.distributed),
-``processor`` (the reference VLAProcessor), ``tokenizer``, ``manifest``, ``card``, ``semver``,
-``repro``, ``golden`` (the golden-release builder).
+Exported here: the converter's entry points (``merge``, ``reshard``, ``open_source``), which turn
+a Megatron-sharded training checkpoint (TP/PP/EP, torch or torch_dist format, megatron-core /
+Transformer Engine / legacy naming) into a Hugging Face checkpoint that stock transformers
+classes load, and back, bit-exactly and one tensor at a time. Every capability is a subpackage
+with its public surface in its ``__init__``: ``converter``, ``megatron``, ``hf``, ``parity``,
+``tokenizer``, ``processor``, ``preprocessing``, ``card``, ``release``, ``repro``, ``golden``,
+``cli`` (the module map in README.md).
 """
 
-from .arch import Arch, Layout, arch_from_args, padded_vocab_size
-from .convert import merge, open_source, reshard, tokenizer_vocab_size
+from ._convert import merge, open_source, reshard, tokenizer_vocab_size
+from ._fs import read_json
+from .converter._families import FAMILIES, family_for_arch
+from .converter._model import Arch, Layout, arch_from_args, padded_vocab_size
+from .converter._split_rules import RULES, canonical_keys
 from .errors import (
     LayoutError,
     MalformedFileError,
@@ -18,13 +22,12 @@ from .errors import (
     UnsafeCheckpointError,
     UnsupportedModelError,
 )
-from .families import FAMILIES, family_for_arch
-from .hf import HFSource, write_hf
-from .megatron import MegatronSource
-from .shard_writer import write_megatron
-from .spec import RULES, canonical_keys
+from .hf._checkpoint import HFSource, write_hf
+from .megatron._legacy import MegatronSource
+from .megatron._rank_writer import write_megatron
 
 __all__ = [
+    "read_json",
     "Arch",
     "Layout",
     "arch_from_args",

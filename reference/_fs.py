@@ -1,17 +1,25 @@
-"""Atomic output directories: build in a temporary sibling, rename into place at the end."""
+"""Files: atomic output directories (built in a temporary sibling, renamed into place at the end),
+and JSON read with a failure naming the file."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Final
 
-from .errors import ReleaseError
+from .errors import MalformedFileError, ReleaseError
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "fsync_file"]
+__all__ = ["atomic_dir", "atomic_write_bytes", "fsync_file", "read_json", "sha256_file", "MANIFEST"]
+
+# The release manifest's file name: the release, tokenizer and plugin code read it
+MANIFEST: Final = "release.json"
+_CHUNK: Final = 1 << 20
 
 
 def fsync_file(path: Path) -> None:
@@ -63,3 +71,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file, failing with the file's name."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MalformedFileError(f"not valid JSON: {e}", path=path, fix="re-copy or regenerate the file") from e
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from vla_reference import Arch, write_hf
-from vla_reference.synthetic import DictSource, random_weights
+from vla_reference import Arch, HFSource, write_hf
+from vla_reference.converter import DictSource, random_weights
+from vla_reference.megatron import load_pt
 
 
 def llama(**kw) -> Arch:
@@ -78,3 +79,22 @@ def write_model(arch: Arch, dst: Path, *, seed: int = 0, dtype: torch.dtype = to
 
 def with_vocab(arch: Arch, vocab: int) -> Arch:
     return dataclasses.replace(arch, vocab_size=vocab, padded_vocab_size=vocab)
+
+
+def hf_tensors(path: Path) -> dict[str, torch.Tensor]:
+    src = HFSource(path)
+    return {k: src.hf_tensor(k).clone() for k in src._where}
+
+
+def rank_models(root: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {f.parent.name: dict(load_pt(f).obj["model"]) for f in sorted(root.glob("*/mp_rank_*/model_optim_rng.pt"))}
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k] is None or b[k] is None:  # a linear module's _extra_state
+            assert a[k] is None and b[k] is None, k
+            continue
+        assert a[k].dtype == b[k].dtype, k
+        assert torch.equal(a[k], b[k]), k

@@ -15,13 +15,14 @@ import sys
 
 import pytest
 import torch
-from conftest import GOLDEN, REPO, another_cpu_env
 from safetensors.torch import load_file
 
 from vla_reference.golden import COMPUTED_FILES, computed
-from vla_reference.manifest import read_manifest, release_files, sha256_file
 from vla_reference.parity import compare_logits, default_tolerance, format_table
-from vla_reference.snapshot_format import SNAPSHOT_SUFFIX, compare, parse
+from vla_reference.preprocessing import SNAPSHOT_SUFFIX, compare, parse
+from vla_reference.release import read_manifest, release_files, sha256_file
+
+from conftest import GOLDEN, REPO, another_cpu_env
 
 CPUS = {"this-cpu": {}, "another-cpu": another_cpu_env()}
 

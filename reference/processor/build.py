@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from ..tokenizer import N_ACTION_BINS, N_AUDIO_CODES, N_TIMESTAMPS, N_VISUAL_CODES, VLA_TOKENS
+from ..tokenizer._build import N_ACTION_BINS, N_AUDIO_CODES, N_TIMESTAMPS, N_VISUAL_CODES, VLA_TOKENS
 from .audio import VLAFeatureExtractor
 from .codebook import AUDIO_TENSOR, VISUAL_TENSOR, Codebook, audio_codebooks, visual_codebook
 from .image import VLAImageProcessor

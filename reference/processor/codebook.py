@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from safetensors.numpy import load as load_safetensors
 
-from ..rows import Rows
-from ..safetensors_io import header_for, write_rows
+from ..converter._rows import Rows
+from ..hf._safetensors import header_for, write_rows
 from .errors import CodebookError
 
 __all__ = [

@@ -34,13 +34,7 @@ from transformers.video_processing_utils import VideoProcessorMixin
 
 from ..errors import ReleaseError
 from .actions import Action, ActionVector, decode_action_tokens, encode_actions
-from .config import (
-    LEGACY_PREPROCESSOR_CONFIG,
-    LEGACY_VIDEO_CONFIG,
-    PROCESSOR_CONFIG,
-    PROCESSOR_KEYS,
-    ProcessorConfig,
-)
+from .config import LEGACY_PREPROCESSOR_CONFIG, LEGACY_VIDEO_CONFIG, PROCESSOR_CONFIG, PROCESSOR_KEYS, ProcessorConfig
 from .errors import ItemError, ProcessorConfigError
 from .image import preprocess_image
 from .ipa import segment_ipa

@@ -7,7 +7,7 @@ For every case of ``mcore_cases.CASES`` and both formats megatron-core saved:
 - ``reshard`` of that merge to two other layouts (fewer query groups than TP ranks, expert
   parallelism) writes a checkpoint that megatron-core loads strictly, and whose megatron-core
   forward gives the same logits;
-- our sharded forward (``vla_reference.parallel``, real torch.distributed ranks) on the checkpoint
+- our sharded forward (``vla_reference.parity``, real torch.distributed ranks) on the checkpoint
   megatron-core wrote gives megatron-core's logits.
 """
 
@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM
 from vla_reference import merge, reshard
 from vla_reference.errors import UnsupportedModelError
 from vla_reference.megatron import MegatronSource
-from vla_reference.parallel import sharded_logits
+from vla_reference.parity import sharded_logits
 
 # isort: split
 from mcore_cases import CASES, CASES_BY_NAME, EVAL_IDS, FORMATS, VOCAB_SIZE, Case, Layout
@@ -208,4 +208,4 @@ LEGACY_SHARDED = CONVERTED
 def test_our_sharded_forward_gives_megatron_cores_logits(case, mcore_set):
     src = MegatronSource.open(mcore_set / case.name / "legacy")
     got = [t[:, :VOCAB_SIZE] for t in sharded_logits(src, [list(s) for s in EVAL_IDS])]
-    assert_same_logits(got, _megatron_logits(mcore_set / case.name), f"{case.name}: vla_reference.parallel")
+    assert_same_logits(got, _megatron_logits(mcore_set / case.name), f"{case.name}: vla_reference.parity")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GOLDEN
 from safetensors.torch import load_file, save_file
 
 from vla_reference import padded_vocab_size
+
+from conftest import GOLDEN
 
 RANK = "checkpoint/iter_0001000/{}/model_optim_rng.pt"
 
@@ -125,7 +126,7 @@ def test_round_trip_check_can_fail(golden_copy, run_suite, pytester):
     pytester.makeconftest(
         """
         import pytest
-        import vla_reference.shard_writer as r
+        import vla_reference.megatron._rank_writer as r
 
         _split = r.split_tp
         patch = pytest.MonkeyPatch()

@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import GOLDEN
 from safetensors.torch import load_file, save_file
+
+from conftest import GOLDEN
 
 CARD = "model/README.md"
 # the inner runs need no unraisable-exception sweep (a gc.collect per run: half of its time)

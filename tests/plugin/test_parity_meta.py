@@ -120,7 +120,7 @@ def test_alt_layout_check_can_fail(golden_copy, run_suite, pytester):
     pytester.makeconftest(
         """
         import pytest
-        import vla_reference.shard_writer as w
+        import vla_reference.megatron._rank_writer as w
 
         _split = w.split_tp
         patch = pytest.MonkeyPatch()

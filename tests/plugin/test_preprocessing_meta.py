@@ -28,7 +28,7 @@ def edit_config(release: Path, edit, *, valid: bool = True) -> None:
     from it (when it still loads) and the manifest refreshed, so only preprocessing checks can notice."""
     from transformers import AutoProcessor
 
-    from vla_reference.manifest import write_manifest
+    from vla_reference.release import write_manifest
 
     path = release / "model/processor_config.json"
     cfg = json.loads(path.read_text())
@@ -261,7 +261,7 @@ def test_missing_snapshot_fails_its_case_with_the_fix(golden_copy, run_suite):
 
 def test_unparsable_processor_config_fails_only_the_load_check(golden_copy, run_suite):
     """One defect, one failure: the checks that read the config or use the processor skip."""
-    from vla_reference.manifest import write_manifest
+    from vla_reference.release import write_manifest
 
     release = golden_copy("dense")
     path = release / "model/processor_config.json"

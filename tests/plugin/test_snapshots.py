@@ -68,7 +68,7 @@ def test_missing_and_extra_outputs():
 )
 def test_damaged_snapshot_files_are_refused_naming_the_file(tmp_path, damage, message):
     from vla_reference.errors import MalformedFileError
-    from vla_reference.snapshot_format import load_snapshot
+    from vla_reference.preprocessing import load_snapshot
 
     text = snap(ids=torch.tensor([1, 2, 3]), x=torch.linspace(0.0, 1.0, 6).reshape(2, 3))
     path = tmp_path / "case.vla.txt"

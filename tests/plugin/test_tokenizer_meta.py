@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vla_reference.manifest import tokenizer_checksum
+from vla_reference.release import tokenizer_checksum
 from vla_reference.tokenizer import build_tokenizer
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"  # not via conftest: nested conftests shadow it

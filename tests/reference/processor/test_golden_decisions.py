@@ -13,7 +13,7 @@ import pytest
 from processor_fixtures import GOLDEN_MODEL
 from transformers import AutoProcessor
 
-from vla_reference.preprocessing_cases import CASES, record
+from vla_reference.preprocessing import CASES, record
 from vla_reference.processor import codebook, image, video
 
 # float32 features of magnitude <= 4 move by ~1e-6 between CPUs; keep two decades above that

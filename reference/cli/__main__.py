@@ -1,0 +1,5 @@
+"""``python -m vla_reference.cli``."""
+
+from ._main import main
+
+raise SystemExit(main())

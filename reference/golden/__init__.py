@@ -1,0 +1,12 @@
+"""The golden releases' builder: ``python -m vla_reference.golden golden/``."""
+
+from ._builder import COMPUTED_FILES, GOLDEN, GoldenSpec, build_all, build_release, computed
+
+__all__ = [
+    "COMPUTED_FILES",
+    "GOLDEN",
+    "GoldenSpec",
+    "build_all",
+    "build_release",
+    "computed",
+]

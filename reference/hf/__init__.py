@@ -1,0 +1,10 @@
+"""Hugging Face checkpoints: the safetensors reader and writer, the HF directory as a converter source."""
+
+from ._checkpoint import HFSource, write_hf
+from ._safetensors import SafetensorsFile
+
+__all__ = [
+    "HFSource",
+    "write_hf",
+    "SafetensorsFile",
+]

@@ -1,0 +1,247 @@
+"""Preprocessing snapshots: a syrupy extension for tensors, readable on disk and in a diff.
+
+A snapshot is a text file: a JSON header (the release version that recorded it, the library
+versions, the processor config flattened to ``key: value``), then one entry per output:
+
+    input_ids: int64 [1, 42] exact
+      101 7 7 9 ...
+    pixel_values: float32 [1, 3, 32, 32] q8 lo=-1.0 hi=1.0
+      <base64 of 8-bit levels>
+
+Integer tensors compare exactly. Float tensors compare strictly in dtype and shape and within
+one 8-bit level of the recorded range (an interpolation or antialias change is tens of levels).
+A mismatch is reported as: what differs (shape/dtype, how many elements, max abs/rel error and
+where) and which processor config keys changed since the snapshot was recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import torch
+
+from ..errors import MalformedFileError
+
+__all__ = ["SnapshotData", "serialize", "parse", "compare", "load_snapshot", "SNAPSHOT_SUFFIX"]
+
+SNAPSHOT_SUFFIX: Final = ".vla.txt"
+
+_LEVELS: Final = 255
+_WRAP: Final = 96
+_INTS_PER_LINE: Final = 32
+
+
+@dataclass
+class SnapshotData:
+    """What a test records: named outputs plus the header that explains them."""
+
+    outputs: dict[str, Any]
+    header: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    kind: str  # "exact" | "q8" | "json"
+    dtype: str = ""
+    shape: tuple[int, ...] = ()
+    ints: tuple[int, ...] = ()
+    levels: bytes = b""
+    lo: float = 0.0
+    hi: float = 0.0
+    value: Any = None
+
+
+def _as_array(value: Any) -> np.ndarray | None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    return None
+
+
+def _dtype_name(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return str(value.dtype).removeprefix("torch.")
+    return str(value.dtype)
+
+
+def _entry(name: str, value: Any) -> _Entry:
+    arr = _as_array(value)
+    if arr is None:
+        return _Entry(name, "json", value=json.loads(json.dumps(value, default=str)))
+    shape = tuple(int(s) for s in arr.shape)
+    dtype = _dtype_name(value)
+    if arr.dtype.kind in "biu":
+        return _Entry(name, "exact", dtype, shape, ints=tuple(int(x) for x in arr.reshape(-1)))
+    flat = arr.astype(np.float64).reshape(-1)
+    lo, hi = (float(flat.min()), float(flat.max())) if flat.size else (0.0, 0.0)
+    return _Entry(name, "q8", dtype, shape, levels=_quantize(flat, lo, hi).tobytes(), lo=lo, hi=hi)
+
+
+def _step(lo: float, hi: float) -> float:
+    return (hi - lo) / _LEVELS if hi > lo else 0.0
+
+
+def _quantize(flat: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    step = _step(lo, hi)
+    if step == 0.0:
+        return np.zeros(flat.shape, dtype=np.uint8)
+    return np.clip(np.rint((flat - lo) / step), 0, _LEVELS).astype(np.uint8)
+
+
+def serialize(data: SnapshotData) -> str:
+    lines = ["# pytest-vla preprocessing snapshot", json.dumps(data.header, sort_keys=True, ensure_ascii=False)]
+    for name in sorted(data.outputs):
+        e = _entry(name, data.outputs[name])
+        if e.kind == "json":
+            lines.append(f"{name}: json {json.dumps(e.value, sort_keys=True, ensure_ascii=False)}")
+        elif e.kind == "exact":
+            lines.append(f"{name}: {e.dtype} {list(e.shape)} exact")
+            for i in range(0, len(e.ints), _INTS_PER_LINE):
+                lines.append("  " + " ".join(str(x) for x in e.ints[i : i + _INTS_PER_LINE]))
+        else:
+            lines.append(f"{name}: {e.dtype} {list(e.shape)} q8 lo={e.lo!r} hi={e.hi!r}")
+            text = base64.b64encode(e.levels).decode()
+            lines.extend("  " + text[i : i + _WRAP] for i in range(0, len(text), _WRAP))
+    return "\n".join(lines) + "\n"
+
+
+def parse(text: str) -> tuple[dict[str, Any], dict[str, _Entry]]:
+    lines = text.splitlines()
+    if len(lines) < 2 or not lines[0].startswith("# pytest-vla"):
+        raise ValueError("not a pytest-vla snapshot")
+    header = json.loads(lines[1])
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    entries: dict[str, _Entry] = {}
+    i = 2
+    while i < len(lines):
+        name, _, rest = lines[i].partition(": ")
+        i += 1
+        body = []
+        while i < len(lines) and lines[i].startswith("  "):
+            body.append(lines[i].strip())
+            i += 1
+        if rest.startswith("json "):
+            entries[name] = _Entry(name, "json", value=json.loads(rest[5:]))
+            continue
+        dtype, rest = rest.split(" ", 1)
+        shape_text, _, tail = rest.partition("] ")
+        shape = tuple(json.loads(shape_text + "]"))
+        if not all(type(n) is int and n >= 0 for n in shape):
+            raise ValueError(f"{name}: shape {list(shape)} is not a list of sizes")
+        if tail == "exact":
+            ints = tuple(int(x) for line in body for x in line.split())
+            _check_count(name, len(ints), shape)
+            entries[name] = _Entry(name, "exact", dtype, shape, ints=ints)
+        else:
+            fields = dict(kv.split("=", 1) for kv in tail.split()[1:])
+            levels = base64.b64decode("".join(body), validate=True)
+            _check_count(name, len(levels), shape)
+            entries[name] = _Entry(
+                name, "q8", dtype, shape, levels=levels, lo=float(fields["lo"]), hi=float(fields["hi"])
+            )
+    return header, entries
+
+
+def _check_count(name: str, n: int, shape: tuple[int, ...]) -> None:
+    if n != math.prod(shape):
+        raise ValueError(f"{name}: {n} values recorded for shape {list(shape)}")
+
+
+def load_snapshot(path: Path) -> tuple[str, dict[str, Any], dict[str, _Entry]]:
+    """A recorded snapshot file: its text, header and entries.
+
+    Raises:
+        MalformedFileError: The file is not UTF-8 or not a well-formed snapshot (truncated,
+            edited, a value count that does not fit its shape), naming the file and the problem.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+        header, entries = parse(text)
+    except (ValueError, KeyError, IndexError, binascii.Error) as e:  # UnicodeDecodeError, JSONDecodeError too
+        raise MalformedFileError(
+            f"unreadable snapshot: {e}",
+            path=path,
+            fix="restore the file shipped with the release (release.json records its SHA-256)",
+        ) from e
+    return text, header, entries
+
+
+def _where(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(x) for x in np.unravel_index(index, shape)) if shape else ()
+
+
+def _compare_entry(got: _Entry, want: _Entry) -> str | None:
+    if got.kind != want.kind or got.dtype != want.dtype or got.shape != want.shape:
+        return f"{want.name}: {got.dtype} {list(got.shape)}, recorded {want.dtype} {list(want.shape)}"
+    if want.kind == "json":
+        return None if got.value == want.value else f"{want.name}: {got.value!r}, recorded {want.value!r}"
+    if want.kind == "exact":
+        a, b = np.array(got.ints, dtype=np.int64), np.array(want.ints, dtype=np.int64)
+        bad = np.nonzero(a != b)[0]
+        if not bad.size:
+            return None
+        first = int(bad[0])
+        return (
+            f"{want.name}: {bad.size} of {a.size} values differ; first at {_where(first, want.shape)}: "
+            f"{int(a[first])}, recorded {int(b[first])}"
+        )
+    step, got_step = _step(want.lo, want.hi), _step(got.lo, got.hi)
+    recorded = want.lo + np.frombuffer(want.levels, dtype=np.uint8).astype(np.float64) * step
+    got_values = got.lo + np.frombuffer(got.levels, dtype=np.uint8).astype(np.float64) * got_step
+    err = np.abs(got_values - recorded)
+    # one level of the recorded range, plus the rounding of both sides to their 8-bit levels
+    allowed = 1.5 * step + 0.5 * got_step + 1e-9 * np.abs(recorded)
+    bad = np.nonzero(err > allowed)[0]
+    if not bad.size:
+        return None
+    worst = int(err.argmax())
+    rel = float(err[worst] / max(abs(recorded[worst]), 1e-12))
+    return (
+        f"{want.name}: {bad.size} of {err.size} values off by more than one 8-bit level "
+        f"(level {step:.4g}); max abs error {float(err[worst]):.4g} (rel {rel:.3g}) at "
+        f"{_where(worst, want.shape)}: {got_values[worst]:.6g}, recorded {recorded[worst]:.6g}"
+    )
+
+
+def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(config, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in config.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): config}
+
+
+def compare(received: str, recorded: str) -> list[str]:
+    """Readable differences between two serialized snapshots; empty when they match."""
+    got_header, got = parse(received)
+    want_header, want = parse(recorded)
+    lines = []
+    for name in sorted(want.keys() - got.keys()):
+        lines.append(f"{name}: missing from the outputs")
+    for name in sorted(got.keys() - want.keys()):
+        lines.append(f"{name}: not in the snapshot")
+    for name in sorted(got.keys() & want.keys()):
+        problem = _compare_entry(got[name], want[name])
+        if problem:
+            lines.append(problem)
+    if lines:
+        a, b = _flat(got_header.get("processor_config", {})), _flat(want_header.get("processor_config", {}))
+        changed = sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+        for key in changed:
+            lines.append(f"processor config {key}: {a.get(key, '<absent>')!r}, recorded {b.get(key, '<absent>')!r}")
+        if not changed:
+            lines.append("processor config: unchanged since the snapshot was recorded")
+    return lines

@@ -1,0 +1,39 @@
+"""Reproduction assets: the config matrix, the launch script, the environment record, the Dockerfile."""
+
+from ._dockerfile import check_dockerfile, parse_dockerfile, pinned_requirement
+from ._repro import (
+    ENVIRONMENT_FILES,
+    MATRIX,
+    check_environment,
+    check_matrix,
+    check_script_args,
+    check_script_runs,
+    compare_config_arch,
+    compare_config_args,
+    environment_record,
+    expected_flags,
+    launch_script,
+    read_config,
+    script_flags,
+    select_config,
+)
+
+__all__ = [
+    "check_dockerfile",
+    "parse_dockerfile",
+    "pinned_requirement",
+    "ENVIRONMENT_FILES",
+    "MATRIX",
+    "check_environment",
+    "check_matrix",
+    "check_script_args",
+    "check_script_runs",
+    "compare_config_arch",
+    "compare_config_args",
+    "environment_record",
+    "expected_flags",
+    "launch_script",
+    "read_config",
+    "script_flags",
+    "select_config",
+]
