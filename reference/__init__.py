@@ -12,7 +12,7 @@ with its public surface in its ``__init__``: ``converter``, ``megatron``, ``hf``
 from ._convert import merge, open_source, reshard, tokenizer_vocab_size
 from ._fs import read_json
 from .converter._families import FAMILIES, family_for_arch
-from .converter._model import Arch, Layout, arch_from_args, padded_vocab_size
+from .converter._model import Arch, Layout, padded_vocab_size
 from .converter._split_rules import RULES, canonical_keys
 from .errors import (
     LayoutError,
@@ -23,6 +23,7 @@ from .errors import (
     UnsupportedModelError,
 )
 from .hf._checkpoint import HFSource, write_hf
+from .megatron._args import arch_from_args
 from .megatron._legacy import MegatronSource
 from .megatron._rank_writer import write_megatron
 

@@ -3,8 +3,9 @@ BibTeX and license readers.
 """
 
 from ._bibtex import BibTeXError, find_entries, parse_bibtex
-from ._card import CARD_NAMES, CardFinding, CardReport, ModelCard, find_card, lint_card, parse_card, read_card
+from ._card import CARD_NAMES, CardFinding, CardReport, ModelCard, find_card, parse_card, read_card
 from ._licenses import LICENSES, identify_text, license_files, lookup, parse_expression, suggest
+from ._lint import lint_card
 from ._markdown import normalize_title, parse_document, title_variants
 from ._release import (
     check_against_release,

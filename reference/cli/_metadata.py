@@ -13,7 +13,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ..card._card import CardReport, find_card, lint_card, read_card
+from ..card._card import CardReport, find_card, read_card
+from ..card._lint import lint_card
 from ..card._release import check_against_release
 from ..errors import LayoutError
 from ..release._manifest import MANIFEST, mismatch_problems, mismatch_table, verify_manifest, write_manifest

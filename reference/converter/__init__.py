@@ -11,8 +11,9 @@ from ._families import (
     family_for_arch,
     family_for_config,
 )
-from ._model import Arch, Layout, Params, arch_from_args, layout_from_args, padded_vocab_size
+from ._model import Arch, Layout, padded_vocab_size
 from ._pages import FileMappings
+from ._params import Params
 from ._pwrite import WRITE_BYTES, Writer
 from ._rows import CHUNK_BYTES, HCat, Rows
 from ._sourcebase import InFileMappings
@@ -31,8 +32,6 @@ __all__ = [
     "Arch",
     "Layout",
     "Params",
-    "arch_from_args",
-    "layout_from_args",
     "padded_vocab_size",
     "FileMappings",
     "WRITE_BYTES",

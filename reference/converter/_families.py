@@ -31,7 +31,8 @@ from ._hf_config import (
     read_config,
     write_config,
 )
-from ._model import Arch, Params, check_relations
+from ._model import Arch
+from ._params import Params, check_relations
 from ._split_rules import compile_template, format_key
 from ._transforms import GATED_SPLIT, GPT2_QKV, GPT2_QKV_BIAS, IDENTITY, QKV_SPLIT, TRANSPOSE, Codec
 

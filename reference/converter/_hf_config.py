@@ -19,7 +19,8 @@ from typing import Any, Final, Protocol
 import torch
 
 from ..errors import LayoutError, UnsupportedModelError
-from ._model import MAX_COUNT, Arch, Params
+from ._model import Arch
+from ._params import MAX_COUNT, Params
 
 __all__ = [
     "Part",

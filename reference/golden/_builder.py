@@ -34,7 +34,9 @@ from ..parity._forward import reference_logits
 from ..preprocessing._cases import SNAPSHOT_DIR
 from ..release._manifest import write_manifest
 from ..release._release import PARTS
-from ..repro._repro import DEFAULT_LAUNCH_SCRIPT, ENVIRONMENT_FILES, MATRIX, expected_flags
+from ..repro._environment import ENVIRONMENT_FILES
+from ..repro._launch import DEFAULT_LAUNCH_SCRIPT, expected_flags
+from ..repro._matrix import MATRIX
 from ..tokenizer._build import SPECIAL_TOKENS, build_tokenizer
 
 __all__ = ["GoldenSpec", "GOLDEN", "COMPUTED_FILES", "computed", "build_release", "build_all", "main"]

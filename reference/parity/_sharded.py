@@ -41,7 +41,8 @@ from ..converter._rows import Rows
 from ..converter._split_rules import IGNORED_SUFFIXES, match_local
 from ..errors import ReleaseError
 from ..hf._safetensors import SafetensorsFile, header_for, write_rows
-from ..megatron._legacy import MegatronSource, flatten_state, ungroup_experts
+from ..megatron._legacy import MegatronSource
+from ..megatron._rank_state import flatten_state, ungroup_experts
 from ..megatron._safeload import Opaque, load_pt
 from ._forward import attention, mlp_act, moe, norm, qk_norm, rope_cos_sin, shared_expert
 

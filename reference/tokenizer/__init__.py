@@ -15,22 +15,24 @@ from ._build import (
 )
 from ._checks import (
     CROSS_FILES,
-    GOLDEN_TEXT,
     ROLE_AUTHORITY,
-    ROUND_TRIP_CONTEXTS,
     checksum_mismatches,
     cross_file_mismatches,
     duplicate_ids,
+    id_gaps,
+    missing_files,
+    renumbered,
+    vocab_file_mismatches,
+)
+from ._encoding import (
+    GOLDEN_TEXT,
+    ROUND_TRIP_CONTEXTS,
     embedding_rows,
     embedding_shortfalls,
     encoding_disagreements,
-    id_gaps,
-    missing_files,
     one_id_failures,
-    renumbered,
     round_trip_failures,
     transformers_overrides,
-    vocab_file_mismatches,
 )
 from ._package import MODEL_CONFIGS, TokenFlags, TokenizerPackage, read_tokenizer_package
 

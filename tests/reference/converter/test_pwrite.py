@@ -12,7 +12,7 @@ import torch
 from vla_reference import merge, reshard
 from vla_reference.converter import FileMappings, Rows, Writer, _pwrite
 from vla_reference.converter._rows import _cut
-from vla_reference.megatron._legacy import _read_rank_file
+from vla_reference.megatron._rank_state import read_rank_file
 
 from builders import assert_same, hf_tensors, llama, write_model
 
@@ -27,7 +27,7 @@ def rank(tmp_path):
     reshard(tmp_path / "hf", tmp_path / "ckpt", tp=2, fsync=False)
     path = tmp_path / "ckpt/release/mp_rank_00/model_optim_rng.pt"
     pages = FileMappings()
-    model = _read_rank_file(path).obj["model"]
+    model = read_rank_file(path).obj["model"]
     pages.register_file(path)
     yield path, pages, {k: t for k, t in model.items() if isinstance(t, torch.Tensor)}
     pages.close()

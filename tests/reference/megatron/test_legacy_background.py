@@ -46,7 +46,7 @@ class Gate:
     def __init__(self, monkeypatch) -> None:
         self.event = threading.Event()
         self.held: list[str] = []
-        real = megatron_module._read_rank_file
+        real = megatron_module.read_rank_file
 
         def load(path: Path, *args):
             if path.parent.name in LAST_STAGE:
@@ -54,7 +54,7 @@ class Gate:
                 assert self.event.wait(30), "the gate was never opened"
             return real(path, *args)
 
-        monkeypatch.setattr(megatron_module, "_read_rank_file", load)
+        monkeypatch.setattr(megatron_module, "read_rank_file", load)
 
     def open(self) -> None:
         self.event.set()

@@ -14,7 +14,7 @@ import torch
 
 from vla_reference import merge, reshard
 from vla_reference.megatron import _safeload, load_pt
-from vla_reference.megatron._legacy import _read_rank_file
+from vla_reference.megatron._rank_state import read_rank_file
 
 from builders import assert_same, hf_tensors, llama, moe, write_model
 
@@ -77,7 +77,7 @@ def unread(x):
 
 def test_the_quick_reader_maps_model_tensors_and_leaves_the_optimizer_on_meta(rank, monkeypatch):
     calls = calls_to_load_pt(monkeypatch)
-    fast = _read_rank_file(rank).obj
+    fast = read_rank_file(rank).obj
     assert calls == []  # torch's unpickler was not needed
     full = load_pt(rank).obj
     assert_model_views_of(fast, full)
@@ -88,7 +88,7 @@ def test_the_quick_reader_maps_model_tensors_and_leaves_the_optimizer_on_meta(ra
 def test_torchs_reader_maps_model_tensors_and_leaves_the_optimizer_on_meta(rank, monkeypatch):
     for_torch_only(rank)
     calls = calls_to_load_pt(monkeypatch)
-    fast = _read_rank_file(rank).obj
+    fast = read_rank_file(rank).obj
     assert calls == [True]  # one meta load, no fallback to a full one
     assert fast["device"] == torch.device("cpu")
     assert_model_views_of(fast, load_pt(rank).obj)
@@ -110,10 +110,10 @@ def test_an_archive_not_laid_out_by_torch_save(rank, tmp_path, monkeypatch):
     for_torch_only(rank)
     rezip_reversed(rank, tmp_path / "torch.pt")
     calls = calls_to_load_pt(monkeypatch)
-    got = _read_rank_file(tmp_path / "quick.pt").obj["model"]
+    got = read_rank_file(tmp_path / "quick.pt").obj["model"]
     assert calls == []
     assert all(torch.equal(got[k], want[k]) for k in want)
-    got = _read_rank_file(tmp_path / "torch.pt").obj["model"]
+    got = read_rank_file(tmp_path / "torch.pt").obj["model"]
     assert calls == [True, False]  # the offset check failed, so the file was loaded in full
     assert all(torch.equal(got[k], want[k]) for k in want)
 
@@ -157,13 +157,13 @@ def test_a_later_rank_file_with_other_foreign_globals_is_read_with_its_stand_ins
     state = torch.load(later, weights_only=True)
     state["rng_state"] = [{"np_rng_state": numpy.random.RandomState(0).get_state()}]
     torch.save(state, later)
-    read_first = _read_rank_file(first)
+    read_first = read_rank_file(first)
     assert not any(n.startswith("numpy.") for n in read_first.stand_ins)
-    read_later = _read_rank_file(later, read_first)
+    read_later = read_rank_file(later, read_first)
     assert any(n.startswith("numpy.") for n in read_later.stand_ins)
     state["device"] = torch.device("cpu")  # the same through torch's reader
     torch.save(state, later)
-    assert _read_rank_file(later, read_first).stand_ins == read_later.stand_ins
+    assert read_rank_file(later, read_first).stand_ins == read_later.stand_ins
     merge(tmp_path / "ckpt", tmp_path / "back", fsync=False)
     assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "back"))
 

@@ -14,12 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import math
-import os
-import re
-import shlex
-import shutil
-import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -27,7 +22,6 @@ from typing import Any, Final
 import torch
 import yaml
 
-from ..card._rules import PLACEHOLDERS
 from ..converter._model import Arch, Layout
 from ..errors import MalformedFileError
 from ..findings import Finding
@@ -37,28 +31,15 @@ __all__ = [
     "MatrixKey",
     "MATRIX",
     "PRECISION_KEYS",
-    "EnvKey",
-    "ENVIRONMENT_KEYS",
-    "ENVIRONMENT_FILES",
-    "DEFAULT_LAUNCH_SCRIPT",
     "config_files",
     "read_config",
     "check_matrix",
     "select_config",
     "compare_config_arch",
     "compare_config_args",
-    "launch_script",
-    "check_script_runs",
-    "script_flags",
-    "expected_flags",
-    "check_script_args",
-    "environment_record",
-    "check_environment",
 ]
 
 CONFIG_SUFFIXES: Final = (".json", ".yaml", ".yml")
-DEFAULT_LAUNCH_SCRIPT: Final = "scripts/run_pretrain.sh"
-ENVIRONMENT_FILES: Final = ("environment.json", "environment.yaml", "environment.yml")
 
 
 class Need(enum.Enum):
@@ -124,27 +105,6 @@ _ABSENT: Final = frozenset({"n/a", "na", "none", "null", "-", ""})
 _BY_NAME: Final[dict[str, MatrixKey]] = {n: k for k in MATRIX for n in (k.name, *k.aliases)}
 
 
-@dataclass(frozen=True)
-class EnvKey:
-    """A version the environment record must state: its spellings, and how to read it in the container."""
-
-    name: str
-    spellings: tuple[str, ...]
-    how: str
-
-
-ENVIRONMENT_KEYS: Final[tuple[EnvKey, ...]] = (
-    EnvKey("python", ("python", "python-version"), "python --version"),
-    EnvKey(
-        "torch",
-        ("torch", "pytorch", "torch-version", "pytorch-version"),
-        "python -c 'import torch; print(torch.__version__)'",
-    ),
-    EnvKey("cuda", ("cuda", "cuda-version"), "python -c 'import torch; print(torch.version.cuda)'"),
-    EnvKey("nccl", ("nccl", "nccl-version"), "python -c 'import torch; print(torch.cuda.nccl.version())'"),
-)
-
-
 # -- config matrix --------------------------------------------------------------------------------
 
 
@@ -153,10 +113,10 @@ def config_files(configs_dir: Path) -> list[Path]:
     return sorted(p for p in configs_dir.iterdir() if p.is_file() and p.suffix.lower() in CONFIG_SUFFIXES)
 
 
-def _flatten(data: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+def flatten_config(data: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     for k, v in data.items():
         if isinstance(v, Mapping):
-            _flatten(v, out)
+            flatten_config(v, out)
         else:
             out.setdefault(str(k).strip().lower().replace("_", "-").lstrip("-"), v)
     return out
@@ -171,7 +131,7 @@ def read_config(path: Path) -> dict[str, Any]:
         raise MalformedFileError(f"cannot read the config: {e}", path=path, fix="fix the JSON/YAML syntax") from e
     if not isinstance(data, Mapping):
         raise MalformedFileError("the config is not a mapping of flags to values", path=path)
-    return _flatten(data, {})
+    return flatten_config(data, {})
 
 
 def _value(config: Mapping[str, Any], key: MatrixKey) -> Any:
@@ -261,7 +221,7 @@ def check_matrix(configs_dir: Path) -> list[Finding]:
     return out
 
 
-def _equal(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return str(a).lower() == str(b).lower()
     try:
@@ -306,7 +266,7 @@ def select_config(
             size = _size(read_config(f))
         except MalformedFileError:
             continue
-        if all(_equal(a, b) for a, b in zip(size, want, strict=True)):
+        if all(same_value(a, b) for a, b in zip(size, want, strict=True)):
             return f, []
     return None, [
         Finding(
@@ -338,7 +298,7 @@ def compare_config_arch(config: Mapping[str, Any], arch: Arch, *, path: Path, ag
             ok = _moe_pattern(value, arch.num_layers) == tuple(expected)
             expected = [int(x) for x in expected]
         else:
-            ok = _equal(value, expected)
+            ok = same_value(value, expected)
         if not ok:
             out.append(
                 Finding(
@@ -374,12 +334,12 @@ def compare_config_args(
                 value = 1  # absent means Megatron's default
             if value is None:
                 continue
-            ok = _equal(value, expected)
+            ok = same_value(value, expected)
         elif key.args is not None and value is not None and args.get(key.args) is not None:
             expected = args[key.args]
-            ok = _equal(value, expected)
+            ok = same_value(value, expected)
             if not ok and key.name == "global-batch-size" and args.get("seq_length"):
-                ok = _equal(value, int(expected) * int(args["seq_length"]))  # the chapter counts tokens
+                ok = same_value(value, int(expected) * int(args["seq_length"]))  # the chapter counts tokens
         else:
             continue
         if not ok:
@@ -413,238 +373,4 @@ def compare_config_args(
 # -- launch script --------------------------------------------------------------------------------
 
 
-def launch_script(root: Path, manifest: Mapping[str, Any]) -> Path:
-    """The launch script: release.json's ``launch_script``, else scripts/run_pretrain.sh."""
-    named = manifest.get("launch_script")
-    return root / (named if isinstance(named, str) and named else DEFAULT_LAUNCH_SCRIPT)
-
-
-def check_script_runs(path: Path, *, timeout: float = 30.0) -> list[Finding]:
-    """The launch script is there, executable, and ``bash -n`` finds no syntax error.
-
-    Raises FileNotFoundError when no ``bash`` is installed (the caller decides to skip).
-    """
-    if not path.is_file():
-        return [
-            Finding(
-                "launch script missing",
-                "not in the release",
-                "a bash script that launches pre-training",
-                path,
-                None,
-                f'add {path.name} (or name the script in release.json as "launch_script")',
-            )
-        ]
-    out = []
-    if not os.stat(path).st_mode & 0o111:
-        out.append(
-            Finding(
-                "launch script not executable",
-                oct(os.stat(path).st_mode & 0o777),
-                "mode with the executable bits (0755)",
-                path,
-                None,
-                f"chmod +x {path.name}",
-            )
-        )
-    bash = shutil.which("bash")
-    if bash is None:
-        raise FileNotFoundError("bash")
-    proc = subprocess.run([bash, "-n", str(path)], capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        message = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else f"exit status {proc.returncode}"
-        m = re.search(r"line (\d+)", message)
-        out.append(
-            Finding(
-                "launch script has a syntax error",
-                message.replace(str(path) + ": ", ""),
-                "bash -n to pass",
-                path,
-                None,
-                "fix the script so that `bash -n` passes",
-                int(m.group(1)) if m else None,
-            )
-        )
-    return out
-
-
-_ASSIGN: Final = re.compile(r"^\s*(?:export\s+|readonly\s+|declare\s+(?:-\w+\s+)*)?([A-Za-z_]\w*)=(\S*)")
-_DEFAULT: Final = re.compile(r"\$\{([A-Za-z_]\w*):?=([^}]*)\}")
-_REF: Final = re.compile(r"\$(?:\{([A-Za-z_]\w*)(?::?-([^}]*))?\}|([A-Za-z_]\w*))")
-
-
-def _unquote(text: str) -> str:
-    try:
-        parts = shlex.split(text)
-    except ValueError:
-        return text.strip("'\"")
-    return parts[0] if parts else ""
-
-
-def script_flags(text: str, names: Iterable[str]) -> dict[str, list[tuple[str | None, int]]]:
-    """Where a shell script sets each of ``names`` (``--name V`` or ``--name=V``): (value, line) pairs.
-
-    Simple variables (``TP=8``, ``export TP=8``, ``${TP:-8}``, ``: "${TP:=8}"``) are resolved; a
-    value that depends on the environment or a command is None.
-    """
-    wanted = set(names)
-    env: dict[str, str] = {}
-    out: dict[str, list[tuple[str | None, int]]] = {}
-    lines = text.splitlines()
-    n = 0
-    while n < len(lines):
-        start, line = n + 1, lines[n]
-        while line.rstrip().endswith("\\") and n + 1 < len(lines):
-            n += 1
-            line = line.rstrip()[:-1] + " " + lines[n]
-        n += 1
-        code = line if not line.lstrip().startswith("#") else ""
-        code = re.sub(r"(^|\s)#.*$", r"\1", code)
-        for d in _DEFAULT.finditer(code):
-            env.setdefault(d.group(1), d.group(2))
-        assign = _ASSIGN.match(code)
-        if assign:
-            value = _resolve(_unquote(assign.group(2)), env)
-            if value is not None:
-                env[assign.group(1)] = value
-        try:
-            tokens = shlex.split(code)
-        except ValueError:
-            tokens = code.split()
-        for i, tok in enumerate(tokens):
-            if not tok.startswith("--"):
-                continue
-            name, eq, inline = tok[2:].partition("=")
-            if name not in wanted:
-                continue
-            raw = inline if eq else (tokens[i + 1] if i + 1 < len(tokens) else "")
-            out.setdefault(name, []).append((_resolve(raw, env), start))
-    return out
-
-
-def _resolve(value: str, env: Mapping[str, str]) -> str | None:
-    unresolved = False
-
-    def repl(m: re.Match[str]) -> str:
-        nonlocal unresolved
-        name = m.group(1) or m.group(3)
-        if name in env:
-            return env[name]
-        if m.group(2) is not None:
-            return m.group(2)
-        unresolved = True
-        return ""
-
-    resolved = _REF.sub(repl, value)
-    if unresolved or "$(" in value or "`" in value:
-        return None
-    return resolved
-
-
-def expected_flags(arch: Arch, layout: Layout) -> dict[str, Any]:
-    """The launch flags the matrix derives from the architecture and layout (flag name -> value)."""
-    out: dict[str, Any] = {}
-    for key in MATRIX:
-        if key.layout is not None:
-            out[key.name] = getattr(layout, key.layout)
-        elif key.arch is not None and key.name != "moe-layer-freq":
-            if key.name.startswith("moe-") and not arch.num_experts:
-                continue
-            out[key.name] = getattr(arch, key.arch)
-            out.update({alias: out[key.name] for alias in key.aliases})
-    return out
-
-
-def check_script_args(path: Path, expected: Mapping[str, Any], *, source: str) -> list[Finding]:
-    """The script launches with the expected values of these flags (parallel sizes required, others if set).
-
-    Args:
-        path: The launch script.
-        expected: Flag name (without dashes) -> value; the parallel sizes must be set (Megatron's
-            default is 1), the other flags are compared where the script sets them.
-        source: Where the expected values come from, for messages.
-    """
-    text = path.read_text(encoding="utf-8", errors="replace")
-    found = script_flags(text, expected)
-    out = []
-    for name, want in expected.items():
-        seen = found.get(name)
-        required = name.endswith("-parallel-size")
-        if not seen:
-            if required and not _equal(want, 1):
-                out.append(
-                    Finding(
-                        f"launch script does not set --{name}",
-                        "not set (Megatron's default is 1)",
-                        f"{want} from {source}",
-                        path,
-                        f"--{name}",
-                        f"add --{name} {want} to the launch command",
-                    )
-                )
-            continue
-        for value, line in seen:
-            if value is None:
-                out.append(
-                    Finding(
-                        f"--{name} comes from the environment",
-                        "a value the script does not define",
-                        f"{want} from {source}",
-                        path,
-                        f"--{name}",
-                        f"write --{name} {want} (or define it in the script): a launch must not depend on it",
-                        line,
-                    )
-                )
-            elif not _equal(value, want):
-                out.append(
-                    Finding(
-                        f"--{name} differs",
-                        value,
-                        f"{want} from {source}",
-                        path,
-                        f"--{name}",
-                        f"launch with --{name} {want}",
-                        line,
-                    )
-                )
-    return out
-
-
 # -- environment record ---------------------------------------------------------------------------
-
-
-def environment_record(docker_dir: Path) -> Path | None:
-    """The environment record in ``docker/`` (environment.json, .yaml or .yml), if any."""
-    return next((docker_dir / n for n in ENVIRONMENT_FILES if (docker_dir / n).is_file()), None)
-
-
-def check_environment(path: Path) -> list[Finding]:
-    """The record states a version for Python, torch, CUDA and NCCL."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
-        return [Finding("environment record unreadable", str(e), "a JSON/YAML mapping", path, None, "fix its syntax")]
-    if not isinstance(data, Mapping):
-        return [Finding("environment record is not a mapping", type(data).__name__, "{python: ..., torch: ...}", path)]
-    flat = _flatten(data, {})
-    out = []
-    for key in ENVIRONMENT_KEYS:
-        value = next((flat[s] for s in key.spellings if s in flat), None)
-        if isinstance(value, (list, tuple)) and value and all(isinstance(x, int) for x in value):
-            value = ".".join(str(x) for x in value)  # torch.cuda.nccl.version() is a tuple
-        text_value = "" if value is None else str(value)
-        placeholder = any(p.pattern.search(text_value) for p in PLACEHOLDERS)
-        if value is None or placeholder or not re.search(r"\d+(?:\.\d+)+", text_value):
-            out.append(
-                Finding(
-                    f"environment record lacks the {key.name} version",
-                    "not recorded" if value is None else repr(value),
-                    f'"{key.name}": "<major.minor[.patch]>"',
-                    path,
-                    key.name,
-                    f"record the {key.name} version the run used (in the container: {key.how})",
-                )
-            )
-    return out
