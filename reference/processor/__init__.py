@@ -17,19 +17,11 @@ from .audio import VLAFeatureExtractor
 from .auto import VLAConfig, register_auto_classes
 from .build import REFERENCE_NORM_STATS, norm_stats_mismatches, reference_processor, write_processor_files
 from .codebook import Codebook
-from .config import (
-    LEGACY_PREPROCESSOR_CONFIG,
-    LEGACY_VIDEO_CONFIG,
-    PROCESSOR_CONFIG,
-    ActionConfig,
-    AudioConfig,
-    ImageConfig,
-    ProcessorConfig,
-    VideoConfig,
-)
+from .config import LEGACY_PREPROCESSOR_CONFIG, LEGACY_VIDEO_CONFIG, PROCESSOR_CONFIG, ActionConfig, ProcessorConfig
 from .errors import ActionDecodeError, CodebookError, ItemError, ProcessorConfigError, ScriptSyntaxError
 from .image import VLAImageProcessor
 from .items import IPA, Audio, Script3D, Video
+from .media_config import AudioConfig, ImageConfig, VideoConfig
 from .processor import VLAProcessor
 from .tokens import MODALITIES
 from .video import VLAVideoProcessor

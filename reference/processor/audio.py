@@ -37,10 +37,11 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 
 from .codebook import AUDIO_TENSOR, Codebook, residual_decode, residual_quantize
-from .config import AudioConfig, own_keys
+from .config import own_keys
 from .errors import CodebookError, ItemError
 from .hub import CodebookLoader, hub_kwargs, resolve_file
 from .items import Audio
+from .media_config import AudioConfig
 
 __all__ = [
     "as_mono",

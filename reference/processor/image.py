@@ -30,9 +30,10 @@ from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_base import BatchFeature, ImageProcessingMixin
 
 from .codebook import VISUAL_TENSOR, Codebook, nearest
-from .config import ImageConfig, own_keys
+from .config import own_keys
 from .errors import CodebookError, ItemError
 from .hub import CodebookLoader, hub_kwargs, resolve_file
+from .media_config import ImageConfig
 
 __all__ = [
     "as_rgb",

@@ -27,10 +27,10 @@ from transformers.image_processing_base import BatchFeature, ImageProcessingMixi
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from .codebook import nearest
-from .config import VideoConfig
 from .errors import ItemError
 from .image import _PixelProcessor, patchify, preprocess_image
 from .items import Video
+from .media_config import VideoConfig
 
 __all__ = ["VideoPlan", "plan_video", "video_frames", "VideoFeatures", "VLAVideoProcessor"]
 

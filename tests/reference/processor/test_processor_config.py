@@ -6,7 +6,7 @@ import pytest
 
 import vla_reference.processor as vp
 from vla_reference.errors import ReleaseError
-from vla_reference.processor.config import FILTERS
+from vla_reference.processor.media_config import FILTERS
 
 pytest_plugins = ["processor_fixtures"]
 
