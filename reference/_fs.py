@@ -23,6 +23,7 @@ _CHUNK: Final = 1 << 20
 
 
 def fsync_file(path: Path) -> None:
+    """Flush a file (or a directory's entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import mmap
-import os
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -183,11 +182,3 @@ class SafetensorsFile:
     def items(self) -> Iterator[tuple[str, torch.Tensor]]:
         for key in self._entries:
             yield key, self.tensor(key)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from ..converter._model import Layout
 from ..errors import LayoutError, MalformedFileError
@@ -177,3 +177,16 @@ def interpret_rank_dirs(ckpt: CheckpointDir, layout: Layout) -> dict[tuple[int, 
         if not (d / RANK_FILE).is_file():
             raise LayoutError(f"missing {RANK_FILE}", path=d, fix="copy every rank of the checkpoint")
     return ranks
+
+
+def describe_checkpoint(src: Any) -> dict[str, Any]:
+    """What ``inspect`` says of a Megatron source (either format): format, naming dialects,
+    iteration, checkpoint version, layout and where its args came from."""
+    return {
+        "format": src.format,
+        "dialects": sorted(src.dialects),
+        "iteration": "release" if src.iteration is None else src.iteration,
+        "checkpoint_version": src.checkpoint_version,
+        "layout": src.layout.describe(),
+        "args_from": str(src.args_file),
+    }

@@ -37,7 +37,7 @@ from ..converter._split_rules import (
 from ..converter._tp import merge_tp
 from ..errors import LayoutError, MalformedFileError, ShardMismatchError, UnsupportedModelError
 from ._args import arch_from_args, layout_from_args
-from ._checkpoint_dir import RANK_FILE, CheckpointDir, find_checkpoint, interpret_rank_dirs
+from ._checkpoint_dir import RANK_FILE, CheckpointDir, describe_checkpoint, find_checkpoint, interpret_rank_dirs
 from ._rank_state import (
     LEGACY_QKV_ORDERS,
     check_keys,
@@ -516,11 +516,4 @@ class MegatronSource(InFileMappings):
         self.release(rows)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "format": self.format,
-            "dialects": sorted(self.dialects),
-            "iteration": "release" if self.iteration is None else self.iteration,
-            "checkpoint_version": self.checkpoint_version,
-            "layout": self.layout.describe(),
-            "args_from": str(self.args_file),
-        }
+        return describe_checkpoint(self)

@@ -56,7 +56,7 @@ from ..converter._split_rules import (
 )
 from ..errors import LayoutError, MalformedFileError, ShardMismatchError
 from ._args import arch_from_args, layout_from_args
-from ._checkpoint_dir import CheckpointDir, find_checkpoint
+from ._checkpoint_dir import CheckpointDir, describe_checkpoint, find_checkpoint
 from ._dcp_files import (
     CONFIG_FILE,
     METADATA_FILE,
@@ -372,12 +372,4 @@ class TorchDistSource(OwnedMemory):
             for index, info in self.metadata.storage_data.items()
             if not never_read(index.fqn, self.metadata)
         }
-        return {
-            "format": self.format,
-            "dialects": sorted(self.dialects),
-            "iteration": "release" if self.iteration is None else self.iteration,
-            "checkpoint_version": self.checkpoint_version,
-            "layout": self.layout.describe(),
-            "args_from": str(self.args_file),
-            "files": sorted(files),
-        }
+        return {**describe_checkpoint(self), "files": sorted(files)}
