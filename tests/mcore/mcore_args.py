@@ -7,20 +7,30 @@ from megatron-core's own ``TransformerConfig`` dataclass (``ArgumentGroupFactory
 ``args`` names are the dataclass field names, e.g. ``--norm-epsilon`` is stored as
 ``args.layernorm_epsilon``. Those defaults are read from the installed dataclass, as Megatron-LM
 does; the hand-written argument groups are retyped below (names and defaults only).
+
+Other releases (``mcore_release.RELEASES``) take every default from their recorded ``parse_args``
+(``mcore_lm_args-<version>.json``), their own argument names (0.13.1: ``args.norm_epsilon``) and
+the TransformerConfig fields their ``core_transformer_config_from_args`` sets.
+
+:func:`args_from_checkpoint` is Megatron-LM's ``--use-checkpoint-args``: a model described by the
+args a checkpoint recorded rather than by a case.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Final
 
 import torch
 import torch.nn.functional as F
+from megatron.core.transformer import enums as transformer_enums
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 # isort: split
 from mcore_cases import MAX_POSITION_EMBEDDINGS, SEQ_LENGTH, VOCAB_SIZE, Case, Format, Layout, padded_vocab_size
+from mcore_release import Release, installed
 
 # TransformerConfig fields Megatron-LM 0.16.1 does not turn into arguments (the ``exclude`` list
 # of _add_network_size_args): callables, typed elsewhere, or defined by a hand-written argument.
@@ -141,8 +151,46 @@ def _config_field_defaults() -> dict[str, Any]:
     return out
 
 
+# --no-masked-softmax-fusion --no-bias-swiglu-fusion --no-bias-dropout-fusion --no-rope-fusion
+# --no-gradient-accumulation-fusion --no-persist-layer-norm: the unfused paths are the ones that run
+# on CPU (the same functions); dropout 0, local (not Transformer Engine) modules, CPU weights, gloo.
+_CPU_FLAGS: Final[dict[str, Any]] = {
+    "masked_softmax_fusion": False,
+    "bias_swiglu_fusion": False,
+    "bias_dropout_fusion": False,
+    "apply_rope_fusion": False,
+    "gradient_accumulation_fusion": False,
+    "no_persist_layer_norm": True,
+    "hidden_dropout": 0.0,
+    "attention_dropout": 0.0,
+    "transformer_impl": "local",
+    "use_cpu_initialization": True,
+    "distributed_backend": "gloo",
+}
+
+
+def _release_defaults(release: Release) -> dict[str, Any]:
+    """``dest: default`` of every argument of ``release``'s ``parse_args``."""
+    recorded = release.lm_defaults()
+    if recorded is None:
+        return _config_field_defaults() | _HAND_WRITTEN_DEFAULTS
+    # lm_args_dump.py writes enum defaults by class and member name
+    return {
+        k: getattr(transformer_enums, v["enum"])[v["name"]] if isinstance(v, dict) and "enum" in v else v
+        for k, v in recorded.items()
+    }
+
+
+def _as_release(flags: dict[str, Any], release: Release) -> dict[str, Any]:
+    """A command line in 0.16.1's names as ``release`` spells it (names, list-valued arguments)."""
+    out = {}
+    for name, value in flags.items():
+        out[release.lm_arg(name)] = [value] if name in release.list_args and not isinstance(value, list) else value
+    return out
+
+
 def _command_line(case: Case, layout: Layout, ckpt_format: Format) -> dict[str, Any]:
-    """What the case's Megatron-LM command line sets (``--flag value`` as ``dest: value``)."""
+    """What the case's Megatron-LM command line sets (``--flag value`` as ``dest: value``, 0.16.1's names)."""
     m = case.model
     flags: dict[str, Any] = {
         "num_layers": m.num_layers,
@@ -162,20 +210,7 @@ def _command_line(case: Case, layout: Layout, ckpt_format: Format) -> dict[str, 
         "untie_embeddings_and_output_weights": m.untie_embeddings_and_output_weights,
         "make_vocab_size_divisible_by": m.make_vocab_size_divisible_by,
         "bias_gelu_fusion": m.bias_gelu_fusion,
-        # --no-masked-softmax-fusion --no-bias-swiglu-fusion --no-bias-dropout-fusion
-        # --no-rope-fusion --no-gradient-accumulation-fusion --no-persist-layer-norm:
-        # the unfused paths are the ones that run on CPU.
-        "masked_softmax_fusion": False,
-        "bias_swiglu_fusion": False,
-        "bias_dropout_fusion": False,
-        "apply_rope_fusion": False,
-        "gradient_accumulation_fusion": False,
-        "no_persist_layer_norm": True,
-        "hidden_dropout": 0.0,
-        "attention_dropout": 0.0,
-        "transformer_impl": "local",
-        "use_cpu_initialization": True,
-        "distributed_backend": "gloo",
+        **_CPU_FLAGS,
         "tensor_model_parallel_size": layout.tp,
         "pipeline_model_parallel_size": layout.pp,
         "expert_model_parallel_size": layout.ep,
@@ -206,10 +241,11 @@ def _command_line(case: Case, layout: Layout, ckpt_format: Format) -> dict[str, 
             "moe_ffn_hidden_size": m.moe_ffn_hidden_size,
             "moe_grouped_gemm": m.moe_grouped_gemm,
             "moe_shared_expert_intermediate_size": m.moe_shared_expert_intermediate_size,
-            "moe_shared_expert_gate": m.moe_shared_expert_gate,
-            # nargs='+' parses to a list; validate_args unwraps a single entry
-            "moe_router_load_balancing_type": ["aux_loss"],
+            # 0.16 parses it with nargs='+' (a list; validate_args unwraps a single entry)
+            "moe_router_load_balancing_type": "aux_loss",
         }
+    if m.moe_shared_expert_gate:  # a flag 0.13's Megatron-LM does not have
+        flags["moe_shared_expert_gate"] = True
     return flags
 
 
@@ -223,7 +259,13 @@ def _validate(args: argparse.Namespace, world_size: int) -> None:
     args.data_parallel_size = world_size // model_size
     if args.expert_tensor_parallel_size is None:
         args.expert_tensor_parallel_size = args.tensor_model_parallel_size
-    for deprecated in ("batch_size", "warmup", "model_parallel_size"):
+    for deprecated in (
+        "batch_size",
+        "warmup",
+        "model_parallel_size",
+        "checkpoint_activations",
+        "recompute_activations",
+    ):
         args.__dict__.pop(deprecated, None)
     if args.global_batch_size is None:
         args.global_batch_size = args.micro_batch_size * args.data_parallel_size
@@ -276,14 +318,20 @@ def _validate(args: argparse.Namespace, world_size: int) -> None:
         args.moe_router_load_balancing_type = args.moe_router_load_balancing_type[0]
     if args.apply_query_key_layer_scaling:
         args.attention_softmax_in_fp32 = True
-    # megatron/training/tokenizer: NullTokenizer's vocabulary is vocab_size + 1 (EOD)
-    args.padded_vocab_size = padded_vocab_size(
-        args.vocab_size + 1, args.make_vocab_size_divisible_by, args.tensor_model_parallel_size
-    )
+    if getattr(args, "padded_vocab_size", None) is None:  # not carried over from a checkpoint
+        # megatron/training/tokenizer: NullTokenizer's vocabulary is vocab_size + 1 (EOD)
+        args.padded_vocab_size = padded_vocab_size(
+            true_vocab_size(args), args.make_vocab_size_divisible_by, args.tensor_model_parallel_size
+        )
+
+
+def true_vocab_size(args: argparse.Namespace) -> int:
+    """Rows of the embedding that are tokens: ``--vocab-size``, plus NullTokenizer's EOD id."""
+    return args.vocab_size + 1 if args.tokenizer_type == "NullTokenizer" else args.vocab_size
 
 
 def megatron_args(case: Case, ckpt_format: Format, layout: Layout | None = None) -> argparse.Namespace:
-    """The ``args`` Megatron-LM 0.16.1 would hold (and save) when training ``case`` at ``layout``.
+    """The ``args`` Megatron-LM (the installed release) would hold and save training ``case`` at ``layout``.
 
     Example:
         >>> from mcore_cases import CASES_BY_NAME
@@ -292,14 +340,21 @@ def megatron_args(case: Case, ckpt_format: Format, layout: Layout | None = None)
         (256, 2, 'torch', 1e-06)
     """
     layout = layout or case.layout
-    values = _config_field_defaults() | _HAND_WRITTEN_DEFAULTS | _command_line(case, layout, ckpt_format)
-    args = argparse.Namespace(**values)
+    release = installed()
+    defaults = _release_defaults(release)
+    flags = _as_release(_command_line(case, layout, ckpt_format), release)
+    # (0.16.1's derived defaults are a subset: only a recorded parse_args knows every argument)
+    unknown = sorted(set(flags) - set(defaults)) if release.args_defaults is not None else []
+    if unknown:
+        raise ValueError(f"{case.name}: Megatron-LM {release.version} has no argument {', '.join(unknown)}")
+    args = argparse.Namespace(**(defaults | flags))
     _validate(args, layout.world)
     return args
 
 
 def transformer_config(args: argparse.Namespace) -> TransformerConfig:
     """Megatron-LM's ``core_transformer_config_from_args`` for the arguments these cases use."""
+    release = installed()
     kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TransformerConfig) if hasattr(args, f.name)}
     kw |= {
         "persist_layer_norm": not args.no_persist_layer_norm,
@@ -313,15 +368,117 @@ def transformer_config(args: argparse.Namespace) -> TransformerConfig:
         "fp8_param": args.fp8_param_gather,
         "num_query_groups": args.num_query_groups if args.group_query_attention else None,
         "config_logger_dir": args.config_logger_dir,
-        "inference_sampling_seed": args.seed,
-        "moe_latent_size": args.moe_latent_size,
     }
+    kw |= {name: getattr(args, arg) for name, arg in release.config_from_args.items()}
     if args.swiglu:
         kw |= {"activation_func": F.silu, "gated_linear_unit": True, "bias_activation_fusion": args.bias_swiglu_fusion}
     else:
         kw["bias_activation_fusion"] = args.bias_gelu_fusion
-    if args.rope_type is None:
+    if getattr(args, "rope_type", None) is None:  # 0.16's --rope-type
         kw.pop("rope_type", None)
     if len(args.cp_comm_type) == 1:
         kw["cp_comm_type"] = args.cp_comm_type[0]
     return TransformerConfig(**kw)
+
+
+# Megatron-LM's load_args_from_checkpoint (core_v0.16.1, ``--use-checkpoint-args
+# --use-mp-args-from-checkpoint-args``), in its order: (argument, force). A forced argument takes
+# the recorded value whenever one is recorded; the others only where the command line left None.
+_CHECKPOINT_ARGS: Final[tuple[tuple[str, bool], ...]] = (
+    ("num_layers", False), ("hidden_size", False), ("ffn_hidden_size", False), ("seq_length", False),
+    ("num_attention_heads", False), ("num_query_groups", True), ("group_query_attention", True),
+    ("kv_channels", False), ("max_position_embeddings", False), ("position_embedding_type", True),
+    ("add_position_embedding", True), ("use_rotary_position_embeddings", True), ("rotary_base", True),
+    ("rotary_percent", True), ("rotary_interleaved", True), ("add_bias_linear", True), ("add_qkv_bias", True),
+    ("squared_relu", True), ("swiglu", True), ("untie_embeddings_and_output_weights", True),
+    ("apply_layernorm_1p", True), ("normalization", True), ("apply_query_key_layer_scaling", True),
+    ("attention_dropout", True), ("hidden_dropout", True), ("hybrid_override_pattern", True), ("spec", True),
+    ("hybrid_attention_ratio", True), ("hybrid_mlp_ratio", True), ("num_experts", True), ("moe_layer_freq", True),
+    ("moe_ffn_hidden_size", True), ("moe_router_topk", True), ("moe_token_dispatcher_type", False),
+    ("moe_router_pre_softmax", True), ("moe_grouped_gemm", True), ("moe_shared_expert_intermediate_size", True),
+    ("moe_router_score_function", True), ("moe_router_enable_expert_bias", True),
+    ("moe_router_topk_scaling_factor", True), ("mamba_state_dim", True), ("mamba_head_dim", True),
+    ("mamba_num_groups", True), ("mamba_num_heads", True), ("is_hybrid_model", True),
+    ("heterogeneous_layers_config_path", True), ("heterogeneous_layers_config_encoded_json", True),
+    ("moe_latent_size", True), ("tokenizer_model", True), ("tokenizer_type", True), ("tiktoken_pattern", True),
+    ("padded_vocab_size", False), ("ckpt_format", False), ("tensor_model_parallel_size", True),
+    ("pipeline_model_parallel_size", True), ("virtual_pipeline_model_parallel_size", True),
+    ("num_layers_per_virtual_pipeline_stage", False), ("expert_model_parallel_size", True),
+)  # fmt: skip
+
+# What load_args_from_checkpoint leaves to the command line although it changes the function the
+# model computes (precision, norm epsilon, qk norms, GELU flavour, gate, RoPE scaling, vocabulary):
+# a user repeats them on the command line, here they are read from the same recorded args.
+_REPEATED_ON_COMMAND_LINE: Final[tuple[str, ...]] = (
+    "bf16", "fp16", "layernorm_epsilon", "layernorm_zero_centered_gamma", "qk_layernorm", "openai_gelu",
+    "bias_gelu_fusion", "moe_shared_expert_gate", "use_rope_scaling", "rope_scaling_factor",
+    "rotary_seq_len_interpolation_factor", "make_vocab_size_divisible_by", "vocab_size",
+    "moe_router_load_balancing_type", "moe_router_dtype", "moe_router_num_groups", "moe_router_group_topk",
+    "window_size", "qk_l2_norm", "softmax_scale",
+)  # fmt: skip
+
+# One argument, several recorded names: 0.16.1's name first, then what other releases (or
+# converters writing plain dicts) record. The value lands under the installed release's name.
+_SPELLINGS: Final[dict[str, tuple[str, ...]]] = {
+    "layernorm_epsilon": ("layernorm_epsilon", "norm_epsilon"),
+    "layernorm_zero_centered_gamma": ("layernorm_zero_centered_gamma", "apply_layernorm_1p"),
+    "apply_layernorm_1p": ("apply_layernorm_1p", "layernorm_zero_centered_gamma"),
+}
+
+
+def _recorded(saved: Mapping[str, Any], name: str) -> Any:
+    """The first non-None value recorded under one of ``name``'s spellings (None: not recorded)."""
+    for spelling in _SPELLINGS.get(name, (name,)):
+        if saved.get(spelling) is not None:
+            return saved[spelling]
+    return None
+
+
+def args_from_checkpoint(saved: Mapping[str, Any], layout: Layout) -> argparse.Namespace:
+    """The ``args`` of a run that loads a checkpoint with ``--use-checkpoint-args`` at ``layout``.
+
+    ``saved`` is the recorded args as a mapping (``vars(args)``, a plain-dict ``args``, or
+    ``arguments.json``). Megatron-LM's own ``load_args_from_checkpoint`` reads them with
+    ``getattr``, which finds nothing in a plain dict; here both are read. The CPU command line
+    (:data:`_CPU_FLAGS`) and the layout's sizes are this run's; the model is the checkpoint's.
+
+    Example:
+        >>> a = args_from_checkpoint({"num_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+        ...     "norm_epsilon": 1e-6, "padded_vocab_size": 256, "vocab_size": 200,
+        ...     "max_position_embeddings": 32}, Layout(tp=2))
+        >>> (a.padded_vocab_size, a.tensor_model_parallel_size, a.seq_length, true_vocab_size(a))
+        (256, 2, 32, 200)
+    """
+    release = installed()
+    values = _release_defaults(release) | _as_release(_CPU_FLAGS, release)
+    values |= {"micro_batch_size": 1, "no_load_optim": True, "no_load_rng": True, "use_checkpoint_args": True}
+    recorded = dict(saved)
+    if recorded.get("disable_bias_linear") is not None:  # load_args_from_checkpoint's one-off conversion
+        recorded["add_bias_linear"] = not recorded["disable_bias_linear"]
+    for name in _REPEATED_ON_COMMAND_LINE:
+        dest = release.lm_arg(name)
+        if dest in values and _recorded(recorded, name) is not None:
+            values[dest] = _recorded(recorded, name)
+    for name, force in _CHECKPOINT_ARGS:
+        dest = release.lm_arg(name)
+        if (force or values.get(dest) is None) and _recorded(recorded, name) is not None:
+            values[dest] = _recorded(recorded, name)
+    if recorded.get("num_experts") is None:
+        values["moe_ffn_hidden_size"] = None
+    values |= {
+        "tensor_model_parallel_size": layout.tp,
+        "pipeline_model_parallel_size": layout.pp,
+        "expert_model_parallel_size": layout.ep,
+        "virtual_pipeline_model_parallel_size": layout.vpp,
+        "num_layers_per_virtual_pipeline_stage": (
+            values["num_layers"] // (layout.pp * layout.vpp) if layout.vpp is not None else None
+        ),
+    }
+    if values.get("seq_length") is None:  # --seq-length is required; the eval sequences set their own
+        values["seq_length"] = values["max_position_embeddings"]
+    for list_arg in release.list_args:
+        if not isinstance(values.get(list_arg), list):
+            values[list_arg] = [values[list_arg]]
+    args = argparse.Namespace(**values)
+    _validate(args, layout.world)
+    return args

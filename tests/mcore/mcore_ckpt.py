@@ -3,14 +3,18 @@
 ``megatron/training/checkpointing.py``: ``generate_state_dict`` builds the state dict (args,
 ``checkpoint_version`` 3.0, iteration, ``model`` or ``model0``, ``model1``.., rng state), the
 legacy format writes it with ``torch.save`` from every rank whose expert-data-parallel rank is 0,
-torch_dist passes the sharded version to ``dist_checkpointing.save``. Runs inside rank processes.
+torch_dist passes the sharded version to ``dist_checkpointing.save``. Where another release's
+Megatron-LM differs (the sharded-state-dict metadata, the rng ShardedObject) its record in
+``mcore_release`` says so. Runs inside rank processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,14 +28,15 @@ from megatron.core.dist_checkpointing.serialization import (
     get_default_save_sharded_strategy,
 )
 from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
-from megatron.core.dist_checkpointing.utils import _clean_metadata_for_serialization
 from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 # isort: split
 from mcore_cases import ITERATION
 from mcore_model import unwrap
+from mcore_release import installed
 
 TRACKER: Final = "latest_checkpointed_iteration.txt"
+ARGUMENTS_JSON: Final = "arguments.json"  # beside the rank directories, as some converters write
 ITER_DIR: Final = f"iter_{ITERATION:07d}"
 RANK_FILE: Final = "model_optim_rng.pt"
 
@@ -72,19 +77,23 @@ def _rng_state(ckpt_format: str) -> list[dict[str, Any]] | ShardedObject:
     pp, tp = ps.get_pipeline_model_parallel_rank(), ps.get_tensor_model_parallel_rank()
     pp_size, tp_size = ps.get_pipeline_model_parallel_world_size(), ps.get_tensor_model_parallel_world_size()
     dp = ps.get_data_parallel_rank(with_context_parallel=True)
-    if ps.get_expert_model_parallel_world_size() > 1:
+    if ps.get_expert_model_parallel_world_size() > 1 and installed().rng_state_by_dp_with_ep:
         dp_size = ps.get_data_parallel_world_size(with_context_parallel=True)
         return ShardedObject("rng_state", state, (pp_size, tp_size, dp_size), (pp, tp, dp), replica_id=0)
     return ShardedObject("rng_state", state, (pp_size, tp_size), (pp, tp), replica_id=dp)
 
 
 def sharded_metadata() -> dict[str, Any]:
-    """``_build_sharded_state_dict_metadata`` for a run without the distributed optimizer."""
-    return {
-        "singleton_local_shards": False,
-        "chained_optim_avoid_prefix": True,
-        "dp_cp_group": ps.get_data_parallel_group(with_context_parallel=True),
-    }
+    """``_build_sharded_state_dict_metadata`` for a run without the distributed optimizer.
+
+    0.16.1: ``singleton_local_shards`` False, ``chained_optim_avoid_prefix`` True and the
+    ``dp_cp_group``; 0.13.1: empty.
+    """
+    release = installed()
+    metadata = dict(release.sharded_metadata)
+    if release.metadata_dp_cp_group:
+        metadata["dp_cp_group"] = ps.get_data_parallel_group(with_context_parallel=True)
+    return metadata
 
 
 def _state_dict(
@@ -140,7 +149,8 @@ def save_torch_dist(root: Path, args: argparse.Namespace, chunks: list[torch.nn.
         strategy,
         async_sharded_save=False,
         validate_access_integrity=True,
-        content_metadata=_clean_metadata_for_serialization(metadata),
+        # megatron's _clean_metadata_for_serialization: all but the (unpicklable) dp_cp_group
+        content_metadata={k: v for k, v in metadata.items() if k != "dp_cp_group"},
     )
     _write_tracker(root)
 
@@ -161,13 +171,35 @@ def checkpoint_format(root: Path) -> str:
     raise FileNotFoundError(f"{ckpt}: neither a torch_dist checkpoint nor mp_rank_* directories")
 
 
-def saved_args(root: Path) -> argparse.Namespace | dict[str, Any]:
+def _args_file(root: Path) -> str:
+    """Where Megatron-LM reads a checkpoint's args: torch_dist's common.pt, or rank 0's legacy file."""
+    if checkpoint_format(root) == "torch_dist":
+        return "common.pt"
+    return f"{sorted(d for d in os.listdir(checkpoint_dir(root)) if d.startswith('mp_rank_00'))[0]}/{RANK_FILE}"
+
+
+def saved_args(root: Path) -> argparse.Namespace | dict[str, Any] | None:
     """The ``args`` stored in a checkpoint (rank 0's legacy file, or torch_dist's common.pt)."""
     ckpt = checkpoint_dir(root)
     if checkpoint_format(root) == "torch_dist":
-        return dist_checkpointing.load_common_state_dict(str(ckpt))["args"]
-    rank0 = sorted(d for d in os.listdir(ckpt) if d.startswith("mp_rank_00"))[0]
-    return torch.load(ckpt / rank0 / RANK_FILE, map_location="cpu", weights_only=False)["args"]
+        return dist_checkpointing.load_common_state_dict(str(ckpt)).get("args")
+    return torch.load(ckpt / _args_file(root), map_location="cpu", weights_only=False).get("args")
+
+
+def recorded_args(root: Path) -> tuple[Mapping[str, Any], str]:
+    """The args a checkpoint records as a mapping, and where they were read (``file:key (type)``).
+
+    What Megatron-LM reads (:func:`saved_args`) first; where that holds none, ``arguments.json``
+    in the iteration directory.
+    """
+    ckpt = checkpoint_dir(root)
+    where = _args_file(root)
+    args = saved_args(root)
+    if args is None and (ckpt / ARGUMENTS_JSON).is_file():
+        return json.loads((ckpt / ARGUMENTS_JSON).read_text()), f"{ckpt.name}/{ARGUMENTS_JSON}"
+    if args is None:
+        raise KeyError(f"{ckpt}: no args in {where} and no {ARGUMENTS_JSON}")
+    return (args if isinstance(args, dict) else vars(args)), f"{ckpt.name}/{where}:args ({type(args).__name__})"
 
 
 def _load_into(chunk: torch.nn.Module, state: dict[str, Any]) -> dict[str, list[str]]:
@@ -195,7 +227,8 @@ def load(root: Path, args: argparse.Namespace, chunks: list[torch.nn.Module]) ->
     else:
         common = dist_checkpointing.load_common_state_dict(str(ckpt))
         metadata = dist_checkpointing.load_content_metadata(preloaded_state_dict=common) or {}
-        metadata["dp_cp_group"] = ps.get_data_parallel_group(with_context_parallel=True)
+        if installed().metadata_dp_cp_group:
+            metadata["dp_cp_group"] = ps.get_data_parallel_group(with_context_parallel=True)
         sharded = _state_dict(args, chunks, lambda m: m.sharded_state_dict(metadata=metadata), None)
         state = dist_checkpointing.load(
             sharded, str(ckpt), get_default_load_sharded_strategy(str(ckpt)), strict=args.dist_ckpt_strictness

@@ -1,17 +1,24 @@
-"""Run megatron-core 0.16.1 on CPU ranks: the narrowest patches that get its GPU-only calls past.
+"""Run megatron-core on CPU ranks: the narrowest patches that get its GPU-only calls past.
 
 None of these changes what a module computes or saves; each replaces a call that needs a CUDA
 device (or Transformer Engine, or the grouped_gemm CUDA extension) with its CPU equivalent.
-README.md lists them with the reasons. Applied by :func:`install`, once per rank process.
+README.md lists them with the reasons; those only a release needs are switched on by its record
+in ``mcore_release``. Applied by :func:`install`, once per rank process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import numpy as np
 import torch
+
+# isort: split
+from mcore_release import installed
 
 
 def _cpu_device() -> torch.device:
@@ -29,6 +36,15 @@ class _SchedulesTorch:
     def zeros(*size: object, device: object = None, **kwargs: object) -> torch.Tensor:
         """``torch.zeros`` with ``device="cuda"`` read as the CPU."""
         return torch.zeros(*size, device="cpu" if device == "cuda" else device, **kwargs)  # type: ignore[call-overload]
+
+
+class _NumpyWithProduct:
+    """``numpy`` as seen by 0.13's ``exchange_utils``: ``np.product`` (gone in NumPy 2) is ``np.prod``."""
+
+    product = staticmethod(np.prod)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(np, name)
 
 
 def _gmm(a: torch.Tensor, b: torch.Tensor, batch_sizes: torch.Tensor, trans_b: bool = False) -> torch.Tensor:
@@ -52,6 +68,20 @@ def _tensor_cuda_is_identity() -> Iterator[None]:
         torch.Tensor.cuda = original  # type: ignore[method-assign]
 
 
+def _with_tensor_cuda_identity(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` run with ``Tensor.cuda()`` the identity (marked, so that it wraps once)."""
+    if getattr(fn, "_cpu_patched", False):
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with _tensor_cuda_is_identity():
+            return fn(*args, **kwargs)
+
+    wrapped._cpu_patched = True  # type: ignore[attr-defined]
+    return wrapped
+
+
 def install() -> None:
     """Patch torch and megatron-core in this process so its CPU ranks run (idempotent)."""
     torch.cuda.current_device = _cpu_device  # type: ignore[assignment]
@@ -67,6 +97,19 @@ def install() -> None:
     from megatron.core.transformer.moe import grouped_gemm_util, moe_utils
 
     schedules.torch = _SchedulesTorch()  # type: ignore[assignment]
+    release = installed()
+    if release.schedules_call_tensor_cuda:
+        # 0.13's pipelined schedules count tokens in torch.tensor(0).cuda(); get_forward_backward_func
+        # looks them up in the module, so the wrapped ones are what it returns
+        for name in (
+            "forward_backward_pipelining_with_interleaving",
+            "forward_backward_pipelining_without_interleaving",
+        ):
+            setattr(schedules, name, _with_tensor_cuda_identity(getattr(schedules, name)))
+    if release.uses_np_product:
+        from megatron.core.dist_checkpointing import exchange_utils
+
+        exchange_utils.np = _NumpyWithProduct()  # type: ignore[assignment]
     if not hasattr(moe_utils, "te_general_gemm"):
         moe_utils.te_general_gemm = None  # imported only with Transformer Engine
     if grouped_gemm_util.grouped_gemm is None:
@@ -75,12 +118,4 @@ def install() -> None:
         grouped_gemm_util.ops = shim.ops
 
     cls = language_module.LanguageModule
-    if not getattr(cls.setup_embeddings_and_output_layer, "_cpu_patched", False):
-        original = cls.setup_embeddings_and_output_layer
-
-        def setup_embeddings_and_output_layer(self: object) -> None:
-            with _tensor_cuda_is_identity():
-                original(self)
-
-        setup_embeddings_and_output_layer._cpu_patched = True  # type: ignore[attr-defined]
-        cls.setup_embeddings_and_output_layer = setup_embeddings_and_output_layer  # type: ignore[method-assign]
+    cls.setup_embeddings_and_output_layer = _with_tensor_cuda_identity(cls.setup_embeddings_and_output_layer)  # type: ignore[method-assign]

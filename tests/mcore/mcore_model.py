@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Final
 
@@ -26,6 +26,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 # isort: split
 from mcore_args import transformer_config
+from mcore_release import installed
 
 # Perturbation scales: every weight is redrawn so norms sit away from 1, biases away from 0, every
 # expert differs, and routing margins are wide (router logits spread over several units).
@@ -150,11 +151,23 @@ def perturb(chunks: list[torch.nn.Module], case_name: str) -> None:
                         rows[i] = _WEIGHT_STD * _draw(rows[i].shape, *parts, f"local_expert{i}")
                     continue
                 p.data.copy_(_value(module, pname, p, _draw(p.shape, *parts)).to(p.dtype))
-        if model.share_embeddings_and_output_weights and model._is_in_embd_group():
+        group = _embedding_group(model)
+        if model.share_embeddings_and_output_weights and group is not None:
             weight = model.shared_embedding_or_output_weight()
             if not model.pre_process:
                 weight.data.zero_()
-            torch.distributed.all_reduce(weight.data, group=model.embd_group)
+            torch.distributed.all_reduce(weight.data, group=group)
+
+
+def _embedding_group(model: GPTModel) -> object | None:
+    """The group tying the first stage's embedding to the last stage's output, if this rank is in it."""
+    if installed().model_embd_group:
+        return model.embd_group if model._is_in_embd_group() else None
+    # megatron-core 0.13: one embedding group in parallel_state (a one-stage pipeline has none)
+    if ps.get_pipeline_model_parallel_world_size() == 1:
+        return None
+    in_group = ps.is_rank_in_embedding_group(ignore_virtual=False, vp_stage=model.vp_stage)
+    return ps.get_embedding_group() if in_group else None
 
 
 def fp32_twin(args: argparse.Namespace, chunks: list[torch.nn.Module]) -> list[torch.nn.Module]:
@@ -164,7 +177,7 @@ def fp32_twin(args: argparse.Namespace, chunks: list[torch.nn.Module]) -> list[t
     ``gmm`` stand-in has no such limit, so the twin's GroupedMLP modules see ``bf16=True``.
     """
     args32 = copy.copy(args)
-    args32.bf16, args32.params_dtype = False, torch.float32
+    args32.bf16, args32.fp16, args32.params_dtype = False, False, torch.float32
     twin = build_chunks(args32, transformer_config(args32))
     for t, c in zip(twin, chunks, strict=True):
         t.load_state_dict({k: v.float() if torch.is_tensor(v) else v for k, v in unwrap(c).state_dict().items()})
@@ -186,13 +199,8 @@ def _forward_step(mask: torch.Tensor, data_iterator: Iterator[tuple[torch.Tensor
     return model(tokens, position_ids, mask), _collect  # type: ignore[operator]
 
 
-@torch.no_grad()
-def forward_logits(chunks: list[torch.nn.Module], sequences: tuple[tuple[int, ...], ...]) -> list[torch.Tensor] | None:
-    """Logits of each sequence from megatron's pipeline schedule (one micro-batch per sequence).
-
-    Returns ``[T, padded vocab]`` float32 tensors on the last pipeline stage, None elsewhere. The
-    causal mask is explicit (True = masked): megatron's default mask is built on a CUDA device.
-    """
+def _schedule_logits(chunks: list[torch.nn.Module], sequences: list[tuple[int, ...]]) -> list[torch.Tensor] | None:
+    """One forward-only schedule run over sequences of one length (one micro-batch each)."""
     t = len(sequences[0])
     mask = torch.triu(torch.ones(1, 1, t, t, dtype=torch.bool), diagonal=1)
     batches = [(torch.tensor([s], dtype=torch.long), torch.arange(t, dtype=torch.long)[None]) for s in sequences]
@@ -210,3 +218,25 @@ def forward_logits(chunks: list[torch.nn.Module], sequences: tuple[tuple[int, ..
     if not ps.is_pipeline_last_stage(ignore_virtual=True):
         return None
     return [x[0] for x in store]
+
+
+@torch.no_grad()
+def forward_logits(chunks: list[torch.nn.Module], sequences: Sequence[Sequence[int]]) -> list[torch.Tensor] | None:
+    """Logits of each sequence from megatron's pipeline schedule (one micro-batch per sequence).
+
+    The schedules send fixed ``[seq, micro_batch, hidden]`` tensors between stages, so sequences
+    of one length share a schedule run and each other length runs its own (in first-seen order).
+    Returns ``[T, padded vocab]`` float32 tensors on the last pipeline stage, None elsewhere. The
+    causal mask is explicit (True = masked): megatron's default mask is built on a CUDA device.
+    """
+    by_length: dict[int, list[int]] = {}
+    for i, s in enumerate(sequences):
+        by_length.setdefault(len(s), []).append(i)
+    out: dict[int, torch.Tensor] = {}
+    for idx in by_length.values():
+        logits = _schedule_logits(chunks, [tuple(sequences[i]) for i in idx])
+        if logits is not None:
+            out.update(zip(idx, logits, strict=True))
+    if not ps.is_pipeline_last_stage(ignore_virtual=True):
+        return None
+    return [out[i] for i in range(len(sequences))]

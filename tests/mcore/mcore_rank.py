@@ -5,6 +5,8 @@ load once per launch, not once per rank. A job is a plain dict (picklable across
 
 * ``{"kind": "generate", "case": NAME, "out": DIR, "formats": [...]}`` writes ``DIR/NAME``;
 * ``{"kind": "forward", "case": NAME, "ckpt": DIR, "out": FILE, "layout": {...}}`` writes FILE;
+* ``{"kind": "forward-args", "ckpt": DIR, "eval_set": JSON, "out": FILE, "layout": {...}}`` writes
+  FILE for the model the checkpoint's own args describe (``--use-checkpoint-args``);
 * ``{"kind": "layout", "ckpt": DIR, "out": FILE}`` writes the checkpoint's saved layout as JSON.
 """
 
@@ -19,7 +21,7 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,11 @@ from safetensors.torch import save_file
 
 # isort: split
 import mcore_cpu
-from mcore_args import megatron_args, transformer_config
+from mcore_args import args_from_checkpoint, megatron_args, transformer_config, true_vocab_size
 from mcore_cases import CASES_BY_NAME, EVAL_IDS, VOCAB_SIZE, Case, Layout, case_padded_vocab_size, layer_pattern
-from mcore_ckpt import load, save_legacy, save_torch_dist, saved_args
+from mcore_ckpt import load, recorded_args, save_legacy, save_torch_dist
 from mcore_model import build_chunks, forward_logits, fp32_twin, perturb
+from mcore_release import installed
 
 
 @contextlib.contextmanager
@@ -162,9 +165,8 @@ def _generate(job: dict[str, Any]) -> None:
     dist.barrier()
 
 
-def _layout_of(saved: argparse.Namespace | dict[str, Any]) -> Layout:
-    """The layout recorded in a checkpoint's args (Namespace or dict)."""
-    a = saved if isinstance(saved, dict) else vars(saved)
+def _layout_of(a: Mapping[str, Any]) -> Layout:
+    """The layout recorded in a checkpoint's args."""
     tp, pp, ep = (
         a["tensor_model_parallel_size"],
         a["pipeline_model_parallel_size"],
@@ -178,7 +180,7 @@ def _layout_of(saved: argparse.Namespace | dict[str, Any]) -> Layout:
 
 def _read_layout(job: dict[str, Any]) -> None:
     """Write the checkpoint's saved layout as JSON (one rank)."""
-    layout = _layout_of(saved_args(Path(job["ckpt"])))
+    layout = _layout_of(recorded_args(Path(job["ckpt"]))[0])
     Path(job["out"]).write_text(json.dumps(layout.__dict__))
 
 
@@ -194,13 +196,55 @@ def _forward(job: dict[str, Any]) -> None:
         dist.barrier()
         for stem, tensors in _evaluate(args, chunks).items():
             if stem == "logits":
-                tmp = out.with_name(f".{out.name}.tmp-{job['token']}")
-                save_file(tensors, tmp, metadata={k: json.dumps(v) for k, v in report.items()})
-                os.replace(tmp, out)
+                _write_logits(out, job["token"], tensors, report)
     dist.barrier()
 
 
-_JOBS = {"generate": _generate, "forward": _forward, "layout": _read_layout}
+def _write_logits(out: Path, token: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """Write ``out`` atomically; metadata values as JSON."""
+    tmp = out.with_name(f".{out.name}.tmp-{token}")
+    save_file(tensors, tmp, metadata={k: json.dumps(v) for k, v in metadata.items()})
+    os.replace(tmp, out)
+
+
+def _every_ranks(report: dict[str, list[str]]) -> dict[str, list[str]]:
+    """What any rank's load skipped: one rank file's defect shows wherever the logits are written."""
+    reports: list[dict[str, list[str]] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(reports, report)
+    return {k: sorted({name for r in reports if r for name in r[k]}) for k in report}
+
+
+def _forward_args(job: dict[str, Any]) -> None:
+    """Megatron-LM's ``--use-checkpoint-args``: build the model the checkpoint's own args describe
+    at ``job["layout"]``, load it, and write the logits of each eval-set sequence by its name.
+
+    Weights stored in bf16 are evaluated in float32 (exactly upcast, as ``generate`` does): the
+    logits are the stored model's, not bf16 arithmetic's. The metadata records what a non-strict
+    load skipped, where the args were read and what the forward ran in.
+    """
+    ckpt = Path(job["ckpt"])
+    recorded, source = recorded_args(ckpt)
+    args = args_from_checkpoint(recorded, Layout(**job["layout"]))
+    sequences = json.loads(Path(job["eval_set"]).read_text())["sequences"]
+    vocab = true_vocab_size(args) if args.vocab_size is not None else args.padded_vocab_size
+    with model_parallel(args):
+        chunks = build_chunks(args, transformer_config(args))
+        report = _every_ranks(load(ckpt, args, chunks))
+        model = fp32_twin(args, chunks) if (args.bf16 or args.fp16) else chunks
+        logits = forward_logits(model, [s["input_ids"] for s in sequences])
+        if logits is not None and _is_logits_writer():
+            tensors = {s["name"]: x[:, :vocab].contiguous() for s, x in zip(sequences, logits, strict=True)}
+            metadata = report | {
+                "args": source,
+                "weights": str(args.params_dtype).removeprefix("torch."),
+                "forward": "float32",
+                "megatron_core": installed().version,
+            }
+            _write_logits(Path(job["out"]), job["token"], tensors, metadata)
+    dist.barrier()
+
+
+_JOBS = {"generate": _generate, "forward": _forward, "forward-args": _forward_args, "layout": _read_layout}
 
 
 def run(rank: int, world: int, port: int, jobs: list[dict[str, Any]], timeout_s: float) -> None:
@@ -213,6 +257,10 @@ def run(rank: int, world: int, port: int, jobs: list[dict[str, Any]], timeout_s:
     # One thread per rank: the ranks share the machine's cores, and a fixed thread count keeps
     # float reductions identical between the generating and the verifying launch.
     torch.set_num_threads(1)
+    import megatron.core
+
+    if megatron.core.__version__ != installed().version:  # the dist-info and the package disagree
+        raise RuntimeError(f"megatron.core {megatron.core.__version__} imported, dist-info says {installed().version}")
     mcore_cpu.install()
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
     try:

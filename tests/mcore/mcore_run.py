@@ -5,14 +5,24 @@ Usage::
     python tests/mcore/mcore_run.py generate OUT [--case NAME ...] [--format legacy|torch_dist ...]
     python tests/mcore/mcore_run.py forward CKPT_DIR --case NAME --out LOGITS.safetensors \\
         [--tp N --pp N --ep N --vpp N]
+    python tests/mcore/mcore_run.py forward-args CKPT_DIR --eval-set EVAL_SET.json --out LOGITS.safetensors \
+        [--tp N --pp N --ep N --vpp N]
     python tests/mcore/mcore_run.py forward-batch JOBS.json
 
 ``generate`` writes ``OUT/<case>/`` (case.json, eval_ids.json, logits.safetensors, legacy/,
-torch_dist/) for the cases of ``mcore_cases.CASES``. ``forward`` builds the case's model at the
+torch_dist/) for the cases of ``mcore_cases.CASES`` (by default those the installed release can
+train: ``mcore_release.Release.refusal``). ``forward`` builds the case's model at the
 checkpoint's layout (its saved args, or the flags given), loads the checkpoint and writes
 megatron-core's logits (``seq_0``.. [T, vocab], float32; the safetensors metadata lists the keys
-a non-strict load missed). ``forward-batch`` runs many such loads: a JSON list of
-``{"ckpt": DIR, "case": NAME, "out": FILE, "layout": {"tp":..} or null}``.
+a non-strict load missed). ``forward-args`` builds the model the checkpoint's own recorded args
+describe instead (Megatron-LM's ``--use-checkpoint-args``; a rank file's ``args``, else
+``arguments.json``) and writes the logits of each sequence of the eval set
+(``{"sequences": [{"name", "input_ids"}, ...]}``, any lengths) under its name, sliced to the true
+vocabulary. ``forward-batch`` runs many such loads: a JSON list of
+``{"ckpt": DIR, "case": NAME, "out": FILE, "layout": {"tp":..} or null}``, or with
+``"eval_set": FILE`` instead of ``"case"`` for ``forward-args``.
+
+The megatron-core that runs is the one first on ``PYTHONPATH`` (``mcore_release.installed``).
 
 Each launch starts one process per rank, forked from a server that imported torch and
 megatron-core once, over gloo on 127.0.0.1; cases of one world size share a launch. A launch that
@@ -42,6 +52,7 @@ from typing import Any, Final
 
 # isort: split
 from mcore_cases import CASES, CASES_BY_NAME, FORMATS, Layout
+from mcore_release import installed
 
 DEFAULT_TIMEOUT_S: Final = 600.0
 _LOG: Final = logging.getLogger("mcore_run")
@@ -163,9 +174,20 @@ def generate(
     Example:
         >>> generate(Path("/tmp/mcore-set"), ["llama_tp1"])  # doctest: +SKIP
     """
+    release = installed()
+    refused = {c.name: why for c in CASES if (why := release.refusal(c))}
+    asked = [n for n in cases or () if n in refused]
+    if asked:
+        raise LaunchError(
+            f"megatron-core {release.version} cannot train " + "; ".join(f"{n}: {refused[n]}" for n in asked)
+        )
     out.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:8]
-    chosen = [CASES_BY_NAME[n] for n in cases] if cases else list(CASES)
+    chosen = [CASES_BY_NAME[n] for n in cases] if cases else [c for c in CASES if c.name not in refused]
+    if refused and not cases:
+        _LOG.info(
+            "megatron-core %s: not generated: %s", release.version, "; ".join(f"{n} ({w})" for n, w in refused.items())
+        )
     jobs = [
         (
             c.layout.world,
@@ -189,15 +211,16 @@ def saved_layouts(ckpts: Sequence[Path], timeout_s: float = DEFAULT_TIMEOUT_S) -
 
 
 def forward_batch(requests: Sequence[dict[str, Any]], timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-    """Run ``forward`` for each ``{"ckpt", "case", "out", "layout"}`` (layout dict, or None: saved).
+    """Run ``forward`` for each ``{"ckpt", "case", "out", "layout"}`` (layout dict, or None: saved),
+    ``forward-args`` for each ``{"ckpt", "eval_set", "out", "layout"}``.
 
     Example:
         >>> req = {"ckpt": "/set/llama_tp2/legacy", "case": "llama_tp2", "out": "/tmp/l.safetensors"}
         >>> forward_batch([req])  # doctest: +SKIP
     """
     for req in requests:
-        if req["case"] not in CASES_BY_NAME:
-            raise KeyError(f"unknown case {req['case']!r}; known: {', '.join(CASES_BY_NAME)}")
+        if "eval_set" not in req and req.get("case") not in CASES_BY_NAME:
+            raise KeyError(f"unknown case {req.get('case')!r}; known: {', '.join(CASES_BY_NAME)}")
     ckpts = [Path(req["ckpt"]).resolve() for req in requests]
     unknown = [i for i, req in enumerate(requests) if not req.get("layout")]
     layouts = {i: Layout(**req["layout"]) for i, req in enumerate(requests) if req.get("layout")}
@@ -207,8 +230,11 @@ def forward_batch(requests: Sequence[dict[str, Any]], timeout_s: float = DEFAULT
     for i, req in enumerate(requests):
         out = Path(req["out"]).resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
-        job = {"kind": "forward", "case": req["case"], "ckpt": str(ckpts[i]), "out": str(out),
-               "layout": layouts[i].__dict__, "token": token}  # fmt: skip
+        job = {"ckpt": str(ckpts[i]), "out": str(out), "layout": layouts[i].__dict__, "token": token}
+        if "eval_set" in req:
+            job |= {"kind": "forward-args", "eval_set": str(Path(req["eval_set"]).resolve())}
+        else:
+            job |= {"kind": "forward", "case": req["case"]}
         jobs.append((layouts[i].world, job))
     for world, group in _by_world(jobs).items():
         launch(world, group, timeout_s)
@@ -237,8 +263,14 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, type=Path)
     for flag in ("tp", "pp", "ep", "vpp"):
         f.add_argument(f"--{flag}", type=int, default=None)
+    a = sub.add_parser("forward-args", help="forward a checkpoint as its own recorded args describe it")
+    a.add_argument("ckpt", type=Path, help="checkpoint root (holds latest_checkpointed_iteration.txt)")
+    a.add_argument("--eval-set", required=True, type=Path, help='JSON {"sequences": [{"name", "input_ids"}]}')
+    a.add_argument("--out", required=True, type=Path)
+    for flag in ("tp", "pp", "ep", "vpp"):
+        a.add_argument(f"--{flag}", type=int, default=None)
     b = sub.add_parser("forward-batch", help="many forward calls, grouped into launches by world size")
-    b.add_argument("jobs", type=Path, help='JSON list of {"ckpt", "case", "out", "layout"}')
+    b.add_argument("jobs", type=Path, help='JSON list of {"ckpt", "case" or "eval_set", "out", "layout"}')
     return p
 
 
@@ -254,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             generate(ns.out, ns.case, ns.format or FORMATS, ns.timeout)
         elif ns.command == "forward":
             forward_batch([{"ckpt": ns.ckpt, "case": ns.case, "out": ns.out, "layout": _layout_flags(ns)}], ns.timeout)
+        elif ns.command == "forward-args":
+            req = {"ckpt": ns.ckpt, "eval_set": ns.eval_set, "out": ns.out, "layout": _layout_flags(ns)}
+            forward_batch([req], ns.timeout)
         else:
             forward_batch(json.loads(ns.jobs.read_text()), ns.timeout)
     except LaunchError as e:
