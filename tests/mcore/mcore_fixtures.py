@@ -243,6 +243,12 @@ def _forward_jobs(jobs: list[dict[str, Any]], release: str | None) -> list[dict[
     return [load_file(j["out"]) for j in jobs]
 
 
+@pytest.fixture(name="mcore_ensure_set", scope="session")
+def mcore_ensure_set_fixture() -> Callable[..., Path]:
+    """:func:`ensure_set`, for a test that needs another release's set (``release=``)."""
+    return ensure_set
+
+
 @pytest.fixture(scope="session")
 def mcore_set() -> Path:
     """The megatron-core generated checkpoint set (cached across sessions, see :func:`ensure_set`)."""

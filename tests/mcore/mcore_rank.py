@@ -192,11 +192,10 @@ def _forward(job: dict[str, Any]) -> None:
     out = Path(job["out"])
     with model_parallel(args):
         chunks = build_chunks(args, transformer_config(args))
-        report = load(Path(job["ckpt"]), args, chunks)
-        dist.barrier()
+        report = _every_ranks(load(Path(job["ckpt"]), args, chunks))
         for stem, tensors in _evaluate(args, chunks).items():
             if stem == "logits":
-                _write_logits(out, job["token"], tensors, report)
+                _write_logits(out, job["token"], tensors, report | {"megatron_core": installed().version})
     dist.barrier()
 
 

@@ -14,12 +14,9 @@ For every case of ``mcore_cases.CASES`` and both formats megatron-core saved:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-import torch
 from safetensors import safe_open
-from transformers import AutoModelForCausalLM
 
 from vla_reference import merge, reshard
 from vla_reference.errors import UnsupportedModelError
@@ -27,15 +24,12 @@ from vla_reference.megatron import MegatronSource
 from vla_reference.parity import sharded_logits
 
 # isort: split
-from mcore_cases import CASES, CASES_BY_NAME, EVAL_IDS, FORMATS, VOCAB_SIZE, Case, Layout
+from mcore_cases import CASES, CASES_BY_NAME, EVAL_IDS, FORMATS, VOCAB_SIZE
+from mcore_checks import assert_same_logits, hf_logits, megatron_logits, reshard_targets
 
 pytest_plugins = ["mcore_fixtures"]
 # one worker runs the module: its module-scoped merges and megatron-core launches happen once
 pytestmark = pytest.mark.xdist_group("mcore-converter")
-
-# float32 on both sides: only the order of accumulation differs (megatron-core's [s, b, h]
-# layout, its fused QKV split, all-reduced partial sums)
-ATOL: float = 1e-5
 
 # No stock transformers class computes these exactly: the merge refuses, naming the argument.
 REFUSED = {"moe_shared": ("moe_shared_expert_gate", UnsupportedModelError)}
@@ -44,32 +38,6 @@ CONVERTED = [c for c in CASES if c.name not in REFUSED]
 
 def _ids(cases):
     return [c.name for c in cases]
-
-
-def _hf_logits(hf_dir: Path) -> list[torch.Tensor]:
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    assert type(model).__module__.startswith("transformers.models."), type(model)
-    with torch.no_grad():
-        return [model(torch.tensor([list(s)])).logits[0, :, :VOCAB_SIZE] for s in EVAL_IDS]
-
-
-def _megatron_logits(case_dir: Path) -> list[torch.Tensor]:
-    from safetensors.torch import load_file
-
-    logits = load_file(case_dir / "logits.safetensors")
-    return [logits[f"seq_{i}"] for i in range(len(EVAL_IDS))]
-
-
-def assert_same_logits(got: list[torch.Tensor], want: list[torch.Tensor], what: str) -> float:
-    __tracebackhide__ = True
-    worst = 0.0
-    for i, (g, w) in enumerate(zip(got, want, strict=True)):
-        assert g.shape == w.shape, f"{what}: seq_{i} shape {tuple(g.shape)}, megatron-core {tuple(w.shape)}"
-        diff = float((g.float() - w.float()).abs().max())
-        worst = max(worst, diff)
-        assert diff <= ATOL, f"{what}: seq_{i} max |logits - megatron-core's| = {diff:.3g} > {ATOL}"
-        assert torch.equal(g.argmax(-1), w.argmax(-1)), f"{what}: seq_{i} top-1 differs from megatron-core's"
-    return worst
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +57,7 @@ def merged(mcore_set, tmp_path_factory):
 @pytest.mark.parametrize("case", CONVERTED, ids=_ids(CONVERTED))
 def test_merge_gives_megatron_cores_logits(case, fmt, merged, mcore_set):
     assert_same_logits(
-        _hf_logits(merged[(case.name, fmt)]), _megatron_logits(mcore_set / case.name), f"{case.name} {fmt} merged"
+        hf_logits(merged[(case.name, fmt)]), megatron_logits(mcore_set / case.name), f"{case.name} {fmt} merged"
     )
 
 
@@ -100,40 +68,6 @@ def test_a_model_no_stock_class_computes_is_refused_naming_the_argument(case, fm
     with pytest.raises(error, match=key):
         merge(mcore_set / case.name / fmt, tmp_path / "hf", fsync=False)
     assert not (tmp_path / "hf").exists()
-
-
-def _valid(case: Case, layout: Layout) -> bool:
-    m = case.model
-    groups = m.num_query_groups or m.num_attention_heads
-    heads_per_group = m.num_attention_heads // groups
-    if m.num_layers % layout.pp or m.num_attention_heads % layout.tp or m.hidden_size % layout.tp:
-        return False
-    if not (groups % layout.tp == 0 or (layout.tp % groups == 0 and heads_per_group % (layout.tp // groups) == 0)):
-        return False
-    if layout.ep > 1 and not (m.num_experts and m.num_experts % layout.ep == 0):
-        return False
-    return layout.tp * layout.pp * layout.dp <= 4
-
-
-def reshard_targets(case: Case) -> list[Layout]:
-    """Two layouts unlike the case's own: fewer query groups than TP ranks for a GQA model,
-    expert parallelism for MoE, else a TP or pipeline split (two ranks where that suffices:
-    four processes on two cores cost a launch twice the time)."""
-    m = case.model
-    groups = m.num_query_groups or m.num_attention_heads
-    if m.num_experts:
-        candidates = [Layout(ep=2, dp=2), Layout(tp=2)]
-    elif groups < m.num_attention_heads:
-        candidates = [Layout(tp=2 * groups), Layout(pp=2)]
-    else:
-        candidates = [Layout(tp=2), Layout(pp=2)]
-    candidates += [Layout(tp=2), Layout(pp=2), Layout(tp=1), Layout(tp=2, pp=2)]
-    own = (case.layout.tp, case.layout.pp, case.layout.ep)
-    out: list[Layout] = []
-    for layout in candidates:
-        if (layout.tp, layout.pp, layout.ep) != own and _valid(case, layout) and layout not in out:
-            out.append(layout)
-    return out[:2]
 
 
 # Legacy rank files hold experts as the module that will load them lays them out: our writer
@@ -187,7 +121,7 @@ def test_resharded_checkpoint_loads_strictly_in_megatron_core_with_the_same_logi
     assert json.loads(report.get("unexpected_keys", "[]")) == [], "megatron-core found keys it does not know"
     assert_same_logits(
         [got[f"seq_{i}"] for i in range(len(EVAL_IDS))],
-        _megatron_logits(mcore_set / case.name),
+        megatron_logits(mcore_set / case.name),
         f"{case.name} resharded to {target.label()}, read by megatron-core",
     )
 
@@ -208,4 +142,4 @@ LEGACY_SHARDED = CONVERTED
 def test_our_sharded_forward_gives_megatron_cores_logits(case, mcore_set):
     src = MegatronSource.open(mcore_set / case.name / "legacy")
     got = [t[:, :VOCAB_SIZE] for t in sharded_logits(src, [list(s) for s in EVAL_IDS])]
-    assert_same_logits(got, _megatron_logits(mcore_set / case.name), f"{case.name}: vla_reference.parity")
+    assert_same_logits(got, megatron_logits(mcore_set / case.name), f"{case.name}: vla_reference.parity")
