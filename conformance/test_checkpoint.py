@@ -11,6 +11,8 @@ import torch
 from pytest_vla.cache import ArtefactCache
 from pytest_vla.findings import Findings
 from pytest_vla.fixtures import open_checkpoint
+from pytest_vla.results import measure
+from pytest_vla.rules import rule
 from vla_reference import merge, read_json
 from vla_reference.converter import Layout, Split, compare_config, rule_for
 from vla_reference.errors import ReleaseError
@@ -23,6 +25,10 @@ pytestmark = pytest.mark.checkpoint
 ROUND_TRIP_LAYOUTS: Final = ("shipped", "tp1-pp1", "wider-tp")
 
 
+@rule(
+    "VLA-CKPT-001",
+    fix="copy the whole iteration directory (every mp_rank_* directory and its args), or re-save the checkpoint",
+)
 def test_checkpoint_layout(vla_release: Release, vla_checkpoint_dir: Path) -> None:
     """Every rank directory is present, each holds the parameters the recorded args call for."""
     findings = Findings("checkpoint layout", vla_release.root)
@@ -33,6 +39,10 @@ def test_checkpoint_layout(vla_release: Release, vla_checkpoint_dir: Path) -> No
     findings.check()
 
 
+@rule(
+    "VLA-CKPT-002",
+    fix="re-save the checkpoint from a consistent run: replicated parameters must be identical on every rank",
+)
 def test_replicated_tensors_identical(vla_release: Release, vla_checkpoint: MegatronSource) -> None:
     """Replicated parameters (norms, router, shared K/V, EP replicas, tied head) agree on every rank."""
     findings = Findings("replicated tensors", vla_release.root)
@@ -46,9 +56,13 @@ def test_replicated_tensors_identical(vla_release: Release, vla_checkpoint: Mega
     findings.check()
 
 
-def _compare_dirs(findings: Findings, merged: Path, shipped: Path, what: str) -> None:
+def _compare_dirs(findings: Findings, merged: Path, shipped: Path, what: str) -> dict[str, float | str]:
+    """Findings for every tensor that differs; returns each tensor's status: its max |Δ| (0.0 when
+    bit-identical), or ``missing``, ``extra``, ``dtype/shape``."""
     a, b = HFSource(merged), HFSource(shipped, check_shapes=False)  # shapes are compared below, with the fix
     names_a, names_b = set(a._where), set(b._where)
+    status: dict[str, float | str] = dict.fromkeys(names_b - names_a, "extra")
+    status |= dict.fromkeys(names_a - names_b, "missing")
     for name in sorted(names_b - names_a):
         findings.add(
             what,
@@ -68,7 +82,9 @@ def _compare_dirs(findings: Findings, merged: Path, shipped: Path, what: str) ->
     for name in sorted(names_a & names_b):
         x, y = a.hf_tensor(name), b.hf_tensor(name)
         file = b._where[name].path
+        status[name] = 0.0
         if x.dtype != y.dtype or x.shape != y.shape:
+            status[name] = "dtype/shape"
             findings.add(
                 what,
                 f"{tuple(y.shape)} {y.dtype}",
@@ -79,6 +95,7 @@ def _compare_dirs(findings: Findings, merged: Path, shipped: Path, what: str) ->
             )
         elif not torch.equal(x, y):
             diff = (x.float() - y.float()).abs()
+            status[name] = float(diff.max())
             where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
             findings.add(
                 what,
@@ -89,13 +106,18 @@ def _compare_dirs(findings: Findings, merged: Path, shipped: Path, what: str) ->
                 key=name,
                 fix="re-run `vla-release merge` on the training checkpoint and ship its output",
             )
+    return dict(sorted(status.items()))
 
 
-def test_merge_equals_shipped_model(vla_release: Release, vla_merged_checkpoint: Path, vla_model_dir: Path) -> None:
+@rule("VLA-CKPT-003", fix="re-run `vla-release merge checkpoint/ model/ --overwrite` and ship its output")
+def test_merge_equals_shipped_model(
+    vla_release: Release, vla_merged_checkpoint: Path, vla_model_dir: Path, request: pytest.FixtureRequest
+) -> None:
     """Merging the training checkpoint gives exactly the shipped weights: keys, dtypes, shapes, bytes."""
     findings = Findings("merged checkpoint vs shipped model", vla_release.root)
     try:
-        _compare_dirs(findings, vla_merged_checkpoint, vla_model_dir, "shipped tensor differs")
+        status = _compare_dirs(findings, vla_merged_checkpoint, vla_model_dir, "shipped tensor differs")
+        measure(request.node, "round_trip", {"merged vs shipped": status})
     except ReleaseError as e:
         findings.add_error(e, "shipped model unreadable")
     findings.check()
@@ -149,6 +171,13 @@ def _rank_tensors(src: MegatronSource, findings: Findings, other: MegatronSource
                 )
 
 
+@rule(
+    "VLA-CKPT-004",
+    fix=(
+        "the checkpoint's split is inconsistent at another layout: re-save it, or report the converter bug "
+        "with the layout named"
+    ),
+)
 @pytest.mark.parametrize("target", ROUND_TRIP_LAYOUTS)
 def test_reshard_round_trip(
     target: str,
@@ -157,6 +186,7 @@ def test_reshard_round_trip(
     vla_checkpoint_dir: Path,
     vla_merged_checkpoint: Path,
     vla_artefacts: ArtefactCache,
+    request: pytest.FixtureRequest,
 ) -> None:
     """Resharding the merged checkpoint and merging it again is bit-exact, at several layouts."""
     layout = _target_layout(target, vla_checkpoint)
@@ -171,12 +201,16 @@ def test_reshard_round_trip(
         key, name, lambda dst: write_megatron(HFSource(vla_merged_checkpoint), dst, layout, fsync=False)
     )
     back = vla_artefacts.build(key, name + "-merged", lambda dst: merge(resharded, dst, fsync=False))
-    _compare_dirs(findings, back, vla_merged_checkpoint, f"round trip at {layout.describe()}")
+    status = _compare_dirs(findings, back, vla_merged_checkpoint, f"round trip at {layout.describe()}")
+    measure(request.node, "round_trip", {layout.describe(): status})
     if target == "shipped":
         _rank_tensors(vla_checkpoint, findings, MegatronSource.open(resharded), "rank tensors")
     findings.check()
 
 
+@rule(
+    "VLA-CKPT-005", fix="make model/config.json describe the trained model (re-run merge), or correct the recorded args"
+)
 def test_config_agrees_with_args(vla_release: Release, vla_model_dir: Path, vla_checkpoint: MegatronSource) -> None:
     """config.json describes the model the training arguments describe."""
     findings = Findings("config.json vs training args", vla_release.root)

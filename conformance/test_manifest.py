@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
-from pytest_vla.findings import Findings
-from vla_reference.errors import ReleaseError
+from pytest_vla.findings import Findings, FindingsFailed
+from pytest_vla.results import measure
+from pytest_vla.rules import rule
+from vla_reference.errors import LayoutError, ReleaseError
 from vla_reference.findings import Finding
 from vla_reference.release import (
     MANIFEST,
@@ -38,23 +41,49 @@ def _listed(release: Release, manifest: dict[str, Any]) -> tuple[dict[str, Liste
     return listed_files(manifest, path=release.root / MANIFEST)
 
 
+NOT_A_RELEASE_FIX = (
+    "lay the parts out as docs/release-format.md describes (the Hugging Face directory as model/, the "
+    "Megatron checkpoint as checkpoint/, the golden eval set under golden/), then write release.json with "
+    "`vla-release manifest <release>`"
+)
+
+
+@rule("VLA-MAN-006", fix=NOT_A_RELEASE_FIX)
+def test_directory_is_a_release(vla_release: Release) -> None:
+    """The directory is a release: it has release.json or model/. When it has neither, this is the
+    one check that runs (pytest-vla deselects the others: one defect, one message)."""
+    what = vla_release.not_a_release()
+    if what is not None:
+        Findings("not a release", vla_release.root).fail_on(
+            LayoutError(
+                f"this is {what}, not a release: it has neither release.json nor model/",
+                path=vla_release.root,
+                fix=NOT_A_RELEASE_FIX,
+            ),
+            "not a release",
+        )
+
+
+@rule("VLA-MAN-001", fix="regenerate release.json with `vla-release manifest <release>`")
 def test_manifest_entries_well_formed(vla_release: Release) -> None:
     """release.json is there and parses, and has a 'files' object whose every entry has a byte size
     and a SHA-256 hex digest. (The other checks that read it skip when it is unreadable.)"""
     try:
         manifest = vla_release.manifest
     except ReleaseError as e:
-        pytest.fail(f"release.json unreadable: {e}", pytrace=False)
+        Findings("release.json", vla_release.root).fail_on(e, "release.json unreadable")
     _, problems = _listed(vla_release, manifest)
     _report(Findings("manifest entries", vla_release.root), problems)
 
 
+@rule("VLA-MAN-002", fix="restore the file, or refresh release.json if it was removed on purpose")
 def test_no_listed_file_missing(vla_release: Release, vla_manifest: dict[str, Any]) -> None:
     """Every file release.json lists is in the release."""
     listed, _ = _listed(vla_release, vla_manifest)
     _report(Findings("manifest: missing files", vla_release.root), check_missing(vla_release.root, listed))
 
 
+@rule("VLA-MAN-003", fix="list the file with `vla-release manifest <release>`, or remove it")
 def test_no_unlisted_file(vla_release: Release, vla_manifest: dict[str, Any]) -> None:
     """Every file of the release (version-control and cache paths aside) is listed in release.json."""
     names = listed_names(vla_manifest)
@@ -62,6 +91,7 @@ def test_no_unlisted_file(vla_release: Release, vla_manifest: dict[str, Any]) ->
     _report(Findings("manifest: unlisted files", vla_release.root), check_unlisted(vla_release.root, names, tree))
 
 
+@rule("VLA-MAN-004", fix="keep every listed path and symlink inside the release")
 def test_no_path_leaves_the_release(vla_release: Release, vla_manifest: dict[str, Any]) -> None:
     """No listed path escapes the release (absolute, '..'), and no symlink in it points outside."""
     listed, _ = _listed(vla_release, vla_manifest)
@@ -69,12 +99,16 @@ def test_no_path_leaves_the_release(vla_release: Release, vla_manifest: dict[str
     _report(Findings("manifest: paths", vla_release.root), check_paths(vla_release.root, listed, tree))
 
 
-def test_sizes_and_hashes_match(vla_release: Release, vla_manifest: dict[str, Any]) -> None:
+@rule("VLA-MAN-005", fix="restore the shipped bytes, or refresh release.json after a deliberate change")
+def test_sizes_and_hashes_match(
+    vla_release: Release, vla_manifest: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
     """Every listed file has the size and SHA-256 release.json records (all mismatches in one table)."""
     __tracebackhide__ = True
     listed, _ = _listed(vla_release, vla_manifest)
     rows = find_mismatches(vla_release.root, listed)
+    measure(request.node, "hash_mismatches", [dataclasses.asdict(r) for r in rows])
     try:
         _report(Findings("manifest sizes and hashes", vla_release.root), mismatch_problems(vla_release.root, rows))
-    except pytest.fail.Exception as e:
-        pytest.fail(f"{e.msg}\n\n{mismatch_table(rows)}", pytrace=False)
+    except FindingsFailed as e:
+        raise FindingsFailed(f"{e.msg}\n\n{mismatch_table(rows)}", e.findings, e.root) from None

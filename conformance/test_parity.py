@@ -10,10 +10,14 @@ import pytest
 import torch
 
 from pytest_vla.cache import ArtefactCache
+from pytest_vla.findings import Findings, FindingsFailed, fail
+from pytest_vla.results import measure
+from pytest_vla.rules import rule
 from pytest_vla.session import VLASession
 from vla_reference import read_json
 from vla_reference.converter import Layout
 from vla_reference.errors import ReleaseError
+from vla_reference.findings import Finding
 from vla_reference.hf import HFSource, SafetensorsFile
 from vla_reference.megatron import MegatronSource, check_layout, write_megatron
 from vla_reference.parity import ParityStats, Tolerance, compare_logits, default_tolerance, format_table, sharded_logits
@@ -34,7 +38,7 @@ def eval_set(vla_release: Release) -> list[tuple[str, list[int]]]:
     try:
         return _parse_eval_set(read_json(path), _vocab_size(vla_release.root / "model" / "config.json"))
     except (ReleaseError, KeyError, TypeError, ValueError) as e:
-        pytest.fail(f"golden eval set unreadable: {e} [{path}]. Fix: list sequences of input_ids", pytrace=False)
+        fail("golden eval set unreadable", e, file=path, fix="list sequences of input_ids")
 
 
 def _vocab_size(config_path: Path) -> int | None:
@@ -72,12 +76,12 @@ def _load_merged(path: Path, *, reported_by: str | None = None) -> Any:
         if reported_by:
             # Why skip: the same defect fails the checks named here; one defect, one failure.
             pytest.skip(f"the model at {path} does not load as written (reported by {reported_by}): {e}")
-        pytest.fail(f"the model does not load as written: {e}", pytrace=False)
+        Findings("the model does not load as written").fail_on(e, "the model does not load as written")
     # float32 on both sides: the comparison measures layout, not storage precision
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=False).eval()
     except Exception as e:  # noqa: BLE001 - transformers raises many types; name the directory instead
-        pytest.fail(f"transformers cannot load the model: {e} [{path}]. Fix: ship a loadable model/", pytrace=False)
+        fail("transformers cannot load the model", f"{type(e).__name__}: {e}", file=path, fix="ship a loadable model/")
 
 
 def _merged_logits(model: Any, eval_set: list[tuple[str, list[int]]]) -> list[torch.Tensor]:
@@ -110,23 +114,69 @@ def _alt_layout(src: MegatronSource) -> Layout | None:
     return None
 
 
-def _fail(title: str, comparisons: list[tuple[str, list[ParityStats], Tolerance]], fix: str) -> None:
+def _fail(
+    title: str,
+    comparisons: list[tuple[str, list[ParityStats], Tolerance]],
+    fix: str,
+    release: Release,
+    node: pytest.Item,
+) -> None:
     __tracebackhide__ = True
-    blocks = []
+    blocks, findings = [], []
     for label, stats, tol in comparisons:
-        bad = sum(not s.within for s in stats)
+        bad = [s for s in stats if not s.within]
         if bad:
             blocks.append(
-                f"{label}: {bad} of {len(stats)} sequences out of tolerance ({tol.describe()})\n" + format_table(stats)
+                f"{label}: {len(bad)} of {len(stats)} sequences out of tolerance ({tol.describe()})\n"
+                + format_table(stats)
             )
+            findings += [
+                Finding(
+                    f"{label}: out of tolerance",
+                    f"max |Δ| {s.max_abs:.3g}, KL {s.kl:.3g}, top-1 {s.top1:.1%} (worst at position {s.worst[0]}, "
+                    f"id {s.worst[1]})",
+                    tol.describe(),
+                    release.root / "golden" / "eval_set.json",
+                    s.name,
+                    fix,
+                )
+                for s in bad
+            ]
     if blocks:
-        pytest.fail(f"{title}\n" + "\n\n".join(blocks) + f"\nFix: {fix}", pytrace=False)
+        raise FindingsFailed(f"{title}\n" + "\n\n".join(blocks) + f"\nFix: {fix}", findings, release.root)
 
 
-def _compare(label: str, got: list[torch.Tensor], want: list[torch.Tensor], names: list[str], tol: Tolerance):
-    return label, [compare_logits(n, g, w, tol) for n, g, w in zip(names, got, want, strict=True)], tol
+_EDGES: Final = [10.0**e for e in range(-9, 3)]  # |Δlogit| histogram bins, 1e-9 to 1e2
 
 
+def _compare(
+    label: str, got: list[torch.Tensor], want: list[torch.Tensor], names: list[str], tol: Tolerance, node: pytest.Item
+):
+    stats = [compare_logits(n, g, w, tol) for n, g, w in zip(names, got, want, strict=True)]
+    pairs = [(g, w) for g, w in zip(got, want, strict=True) if g.shape == w.shape]  # a shape mismatch is a finding
+    diff = torch.cat([(g.double() - w.double()).abs().flatten() for g, w in pairs] or [torch.zeros(0)])
+    counts = torch.histc(diff.clamp(_EDGES[0], _EDGES[-1]).log10(), bins=len(_EDGES) - 1, min=-9, max=2)
+    measure(
+        node,
+        "parity",
+        {
+            label: {
+                "sequences": [dataclasses.asdict(s) for s in stats],
+                "histogram": {"edges": _EDGES, "counts": [int(c) for c in counts]},
+                "tolerance": dataclasses.asdict(tol),
+            },
+        },
+    )
+    return label, stats, tol
+
+
+@rule(
+    "VLA-PAR-001",
+    fix=(
+        "inspect the worst positions: a split bug at that layout, or expected logits from another model "
+        "(rebuild golden/expected_logits.safetensors)"
+    ),
+)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_logit_parity(
     layout: str,
@@ -158,9 +208,11 @@ def test_logit_parity(
             ref = SafetensorsFile(expected)
             missing = [n for n in names if n not in ref]
             if missing:
-                pytest.fail(
-                    f"expected logits lack {', '.join(missing)} [{expected}]. Fix: record every eval sequence",
-                    pytrace=False,
+                fail(
+                    "expected logits incomplete",
+                    f"lack {', '.join(missing)}",
+                    file=expected,
+                    fix="record every eval sequence",
                 )
             want = [ref.tensor(n).float() for n in names]
             comparisons.append(
@@ -170,6 +222,7 @@ def test_logit_parity(
                     want,
                     names,
                     _tolerance(vla_session, ref.dtype(names[0])),
+                    request.node,
                 )
             )
         if has_ckpt:
@@ -182,6 +235,7 @@ def test_logit_parity(
                     merged,
                     names,
                     _tolerance(vla_session, torch.float32),
+                    request.node,
                 )
             )
         if not comparisons:
@@ -215,7 +269,8 @@ def test_logit_parity(
                 merged,
                 names,
                 _tolerance(vla_session, torch.float32),
+                request.node,
             )
         )
         fix = "a layout-dependent bug in the converter or the checkpoint's split; inspect the worst positions"
-    _fail(f"logit parity at the {layout}", comparisons, fix)
+    _fail(f"logit parity at the {layout}", comparisons, fix, vla_release, request.node)

@@ -10,7 +10,9 @@ from typing import Any, Final
 import pytest
 import torch
 
-from pytest_vla.findings import Findings
+from pytest_vla.findings import Finding, Findings, FindingsFailed, fail
+from pytest_vla.results import measure
+from pytest_vla.rules import rule
 from pytest_vla.snapshots import extension_for
 from vla_reference import read_json
 from vla_reference.errors import MalformedFileError, ReleaseError
@@ -24,6 +26,7 @@ from vla_reference.preprocessing import (
     record,
     serialize,
     snapshot_file,
+    snapshot_images,
 )
 from vla_reference.release import Release, sha256_file
 
@@ -84,6 +87,7 @@ def processor(vla_model_dir: Path) -> Any:
         pytest.skip(f"the processor does not load (reported by test_processor_loads): {e}")
 
 
+@rule("VLA-PRE-001", fix="fix the processor_config.json key the message names")
 def test_processor_loads(vla_release: Release, vla_model_dir: Path) -> None:
     """AutoProcessor.from_pretrained(model/) gives the reference VLAProcessor; every config key is valid."""
     from vla_reference.processor import CodebookError
@@ -112,6 +116,12 @@ def test_processor_loads(vla_release: Release, vla_model_dir: Path) -> None:
     findings.check()
 
 
+@rule(
+    "VLA-PRE-002",
+    fix=(
+        "restore the preprocessing that recorded the snapshot, or bump the version and re-record with --snapshot-update"
+    ),
+)
 @pytest.mark.parametrize("case", CASES)
 def test_matches_snapshot(
     case: str,
@@ -132,30 +142,52 @@ def test_matches_snapshot(
             text, header, _ = load_snapshot(recorded)
         except ReleaseError as e:
             Findings("preprocessing snapshot", vla_release.root).fail_on(e, "snapshot unreadable")
-        differences = compare(serialize(data), text)
+        received = serialize(data)
+        differences = compare(received, text)
+        if differences:
+            measure(request.node, "snapshot_differences", differences)
+            images = snapshot_images(received, text)
+            if images:
+                measure(request.node, "snapshot_images", images)
         if differences and not updating:
-            pytest.fail(
+            fix = (
+                "restore the processor config and codebooks training used; if the change is intended, bump the "
+                "version and --snapshot-update"
+            )
+            raise FindingsFailed(
                 f"preprocessing of {case} differs from the snapshot recorded for v{header.get('release_version')} "
-                f"[{rel}]:\n" + "\n".join(f"  - {d}" for d in differences) + "\nFix: restore the processor "
-                "config and codebooks training used; if the change is intended, bump the version and --snapshot-update",
-                pytrace=False,
+                f"[{rel}]:\n" + "\n".join(f"  - {d}" for d in differences) + f"\nFix: {fix}",
+                [Finding("preprocessing differs from the snapshot", d, None, recorded, case, fix) for d in differences],
+                vla_release.root,
             )
         if header.get("release_version") == vla_release.version and differences:
-            pytest.fail(
-                f"refusing to re-record {recorded.name} under the unchanged version {vla_release.version}: "
-                f"preprocessing changed ({'; '.join(differences[:4])}). Fix: bump the version in release.json "
-                "(any preprocessing change is a new release), then --snapshot-update",
-                pytrace=False,
+            fail(
+                f"refusing to re-record {recorded.name} under the unchanged version {vla_release.version}",
+                f"preprocessing changed ({'; '.join(differences[:4])})",
+                file=vla_release.root / "release.json",
+                key="version",
+                fix="bump the version in release.json (any preprocessing change is a new release), then "
+                "--snapshot-update",
+                root=vla_release.root,
             )
     elif not updating:
-        pytest.fail(
-            f"no snapshot recorded for {case} [{rel}]. Fix: record the release's snapshots with "
-            "pytest --vla-release=RELEASE --snapshot-update and ship them with it",
-            pytrace=False,
+        fail(
+            f"no snapshot recorded for {case}",
+            "absent",
+            file=recorded,
+            fix="record the release's snapshots with pytest --vla-release=RELEASE --snapshot-update and ship them "
+            "with it",
+            root=vla_release.root,
         )
     assert data == snapshot(extension_class=extension_for(vla_release.root / SNAPSHOT_DIR))
 
 
+@rule(
+    "VLA-PRE-003",
+    fix=(
+        "the fine-tune preprocesses differently from its base: restore the base's processor config, or bump the version"
+    ),
+)
 def test_reproduces_baseline_snapshots(
     vla_release: Release, vla_baseline: Release, processor: Any, vla_model_dir: Path
 ) -> None:
@@ -193,6 +225,7 @@ def test_reproduces_baseline_snapshots(
     findings.check()
 
 
+@rule("VLA-PRE-004", fix="re-save the processor with save_pretrained(from_pretrained(model/))")
 def test_config_round_trips(vla_release: Release, processor: Any, vla_model_dir: Path) -> None:
     """save_pretrained(from_pretrained(model/)) writes the processor files byte for byte."""
     findings = Findings("processor save/load round trip", vla_release.root)
@@ -215,6 +248,9 @@ def test_config_round_trips(vla_release: Release, processor: Any, vla_model_dir:
     findings.check()
 
 
+@rule(
+    "VLA-PRE-005", fix="refresh release.json with `vla-release manifest <release>` after a deliberate processor change"
+)
 def test_config_hash_matches_manifest(vla_release: Release, vla_model_dir: Path, vla_manifest: dict[str, Any]) -> None:
     """processor_config.json is the file release.json recorded."""
     _need_processor_config(vla_model_dir)
@@ -243,6 +279,10 @@ def test_config_hash_matches_manifest(vla_release: Release, vla_model_dir: Path,
     findings.check()
 
 
+@rule(
+    "VLA-PRE-006",
+    fix="use the mean/std the model was trained with (ImageNet, CLIP, SigLIP...) and rescale uint8 by 1/255",
+)
 @pytest.mark.parametrize("section", ["image_processor", "video_processor"])
 def test_normalization_is_a_named_convention(section: str, vla_release: Release, vla_model_dir: Path) -> None:
     """mean/std are one of the conventions a model is trained with, and uint8 input is rescaled by 1/255."""
@@ -280,6 +320,7 @@ def test_normalization_is_a_named_convention(section: str, vla_release: Release,
     findings.check()
 
 
+@rule("VLA-PRE-007", fix="ship the codebook the model was trained with, or pin its SHA-256 in the config")
 def test_codebooks_match_their_sha256(vla_release: Release, vla_model_dir: Path) -> None:
     """Every codebook the config names is shipped with the SHA-256 the config pins."""
     config = _processor_config(vla_model_dir)
@@ -327,6 +368,7 @@ def _runs(ids: list[int], start: int, end: int) -> list[list[int]]:
     return out
 
 
+@rule("VLA-PRE-008", fix="make the processor emit the documented token layout (docs/processor.md)")
 def test_token_layout_follows_the_formula(vla_release: Release, processor: Any) -> None:
     """Delimiters, row separators and code counts in input_ids agree with the documented layout and
     with what _get_num_multimodal_tokens predicts from sizes alone."""
@@ -378,6 +420,7 @@ def test_token_layout_follows_the_formula(vla_release: Release, processor: Any) 
     findings.check()
 
 
+@rule("VLA-PRE-009", fix="keep each modality's ids inside its declared range in the config")
 def test_modality_ids_in_declared_ranges(vla_release: Release, processor: Any) -> None:
     """Every id a modality emits lies in that modality's declared set; text never emits a VLA token."""
     findings = Findings("token ranges", vla_release.root)
@@ -411,6 +454,7 @@ def test_modality_ids_in_declared_ranges(vla_release: Release, processor: Any) -
     findings.check()
 
 
+@rule("VLA-PRE-010", fix="copy the processor's action statistics into config.json (norm_stats)")
 def test_action_stats_agree(vla_release: Release, processor: Any, vla_model_dir: Path) -> None:
     """The action normalisation statistics mirrored in config.json equal the processor's."""
     from vla_reference.processor import norm_stats_mismatches
@@ -434,6 +478,7 @@ def test_action_stats_agree(vla_release: Release, processor: Any, vla_model_dir:
     findings.check()
 
 
+@rule("VLA-PRE-011", fix="remove batch- or call-dependent state from the processor")
 def test_deterministic_across_batches_and_calls(vla_release: Release, processor: Any) -> None:
     """Each case gives the same ids alone, inside a batch of all cases, and on a repeated call."""
     findings = Findings("determinism", vla_release.root)

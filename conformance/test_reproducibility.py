@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pytest_vla.findings import Findings
+from pytest_vla.rules import rule
 from vla_reference import read_json
 from vla_reference.converter import arch_from_config
 from vla_reference.errors import ReleaseError
@@ -81,6 +82,10 @@ def _args_source(release: Release, checkpoint: MegatronSource) -> str:
         return f"the training args ({checkpoint.args_file})"
 
 
+@rule(
+    "VLA-REPRO-001",
+    fix="give every config file the matrix's keys (architecture, batch, schedule, parallel sizes, precision)",
+)
 def test_config_matrix_complete(vla_release: Release) -> None:
     """configs/ has one file per model size, each with the chapter's matrix (architecture, batch,
     learning-rate schedule, parallel sizes, precision)."""
@@ -88,6 +93,7 @@ def test_config_matrix_complete(vla_release: Release) -> None:
     _report(Findings("config matrix", vla_release.root), check_matrix(configs))
 
 
+@rule("VLA-REPRO-002", fix="make this release's config file describe the model config.json describes")
 def test_release_config_matches_model_config(vla_release: Release, vla_model_dir: Path) -> None:
     """The config file of this release's size exists and describes the model config.json describes."""
     configs = _part(vla_release, "configs")
@@ -101,6 +107,7 @@ def test_release_config_matches_model_config(vla_release: Release, vla_model_dir
     findings.check()
 
 
+@rule("VLA-REPRO-003", fix="make this release's config file the run's (the training args)")
 def test_release_config_matches_training_args(vla_release: Release, vla_checkpoint: MegatronSource) -> None:
     """The config file of this release's size is the run's: architecture, parallel sizes, batch, schedule, precision."""
     configs = _part(vla_release, "configs")
@@ -116,6 +123,7 @@ def test_release_config_matches_training_args(vla_release: Release, vla_checkpoi
     _report(Findings("release config vs training args", vla_release.root), problems)
 
 
+@rule("VLA-REPRO-004", fix="pin the base image by tag and digest and every pip package with ==")
 def test_dockerfile_pinned(vla_release: Release) -> None:
     """docker/Dockerfile pins its base image by tag and digest and every pip package with ==."""
     docker = _part(vla_release, "docker")
@@ -147,6 +155,7 @@ def _script(release: Release) -> Path:
     return path
 
 
+@rule("VLA-REPRO-005", fix="ship an executable launch script that passes bash -n and names its inputs")
 def test_launch_script_runs(vla_release: Release) -> None:
     """The launch script (release.json's launch_script or scripts/run_pretrain.sh) is there, executable,
     and `bash -n` clean."""
@@ -158,6 +167,7 @@ def test_launch_script_runs(vla_release: Release) -> None:
     _report(Findings(f"launch script {path.name}", vla_release.root), problems)
 
 
+@rule("VLA-REPRO-006", fix="launch with the checkpoint's parallel sizes and architecture")
 def test_launch_script_matches_training_args(vla_release: Release, vla_checkpoint: MegatronSource) -> None:
     """The launch script runs with the checkpoint's parallel sizes (and its architecture, where it sets it)."""
     path = _script(vla_release)
@@ -168,6 +178,7 @@ def test_launch_script_matches_training_args(vla_release: Release, vla_checkpoin
     _report(Findings(f"launch script {path.name} vs training args", vla_release.root), problems)
 
 
+@rule("VLA-REPRO-007", fix="record Python, torch, CUDA and NCCL versions in docker/environment.json")
 def test_environment_record(vla_release: Release) -> None:
     """docker/environment.json records the Python, torch, CUDA and NCCL versions."""
     docker = _part(vla_release, "docker")

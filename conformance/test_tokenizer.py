@@ -13,6 +13,8 @@ from typing import Any, Final
 import pytest
 
 from pytest_vla.findings import Findings
+from pytest_vla.results import measure
+from pytest_vla.rules import rule
 from vla_reference.errors import ReleaseError
 from vla_reference.findings import Finding
 from vla_reference.release import Release
@@ -34,6 +36,7 @@ from vla_reference.tokenizer import (
     one_id_failures,
     renumbered,
     round_trip_failures,
+    token_changes,
     tokens_below_baseline,
     unversioned_change,
     vocab_file_mismatches,
@@ -77,6 +80,13 @@ def hf_tokenizer(vla_tokenizer_package: TokenizerPackage, request: pytest.Fixtur
         pytest.skip(f"transformers cannot load the tokenizer (reported by test_transformers_loads_the_tokenizer): {e}")
 
 
+@rule(
+    "VLA-TOK-001",
+    fix=(
+        "make AutoTokenizer.from_pretrained(model/) load: rebuild the package with "
+        "vla_reference.tokenizer.write_tokenizer_package"
+    ),
+)
 def test_transformers_loads_the_tokenizer(
     vla_tokenizer_package: TokenizerPackage, request: pytest.FixtureRequest
 ) -> None:
@@ -87,16 +97,27 @@ def test_transformers_loads_the_tokenizer(
     request.getfixturevalue("vla_tokenizer")  # fails naming the directory and transformers' error
 
 
+@rule(
+    "VLA-TOK-002",
+    fix=(
+        "ship all six package files (tokenizer.json, vocab.json, merges.txt, special_tokens_map.json, "
+        "added_tokens.json, tokenizer_config.json)"
+    ),
+)
 def test_package_complete(vla_release: Release, vla_tokenizer_package: TokenizerPackage) -> None:
     """The six package files are present and parse (transformers 5 saves only two of them)."""
     _check("tokenizer package", vla_release, missing_files(vla_tokenizer_package))
 
 
+@rule(
+    "VLA-TOK-003", fix="refresh release.json with `vla-release manifest <release>` after a deliberate tokenizer change"
+)
 def test_checksum_matches_manifest(vla_release: Release, vla_manifest: dict[str, Any]) -> None:
     """The tokenizer checksum recomputed from the package files equals release.json's tokenizer_checksum."""
     _check("tokenizer checksum", vla_release, checksum_mismatches(vla_release.root, vla_manifest))
 
 
+@rule("VLA-TOK-004", fix="rebuild the package from tokenizer.json so that every file states the same IDs")
 @pytest.mark.parametrize("name", CROSS_FILES)
 def test_ids_agree_across_files(name: str, vla_release: Release, vla_tokenizer_package: TokenizerPackage) -> None:
     """What this file says about token IDs and bos/eos/pad/unk agrees with tokenizer.json and the other files."""
@@ -115,18 +136,21 @@ def test_ids_agree_across_files(name: str, vla_release: Release, vla_tokenizer_p
     _check(f"IDs in {name}", vla_release, cross_file_mismatches(pkg, name))
 
 
+@rule("VLA-TOK-005", fix="give every token one ID in tokenizer.json")
 def test_ids_unique(vla_release: Release, vla_tokenizer_package: TokenizerPackage) -> None:
     """In tokenizer.json no two tokens share an ID and no token has two."""
     _need_tokenizer_json(vla_tokenizer_package)
     _check("unique token IDs", vla_release, duplicate_ids(vla_tokenizer_package))
 
 
+@rule("VLA-TOK-006", fix="renumber the added tokens to follow the base vocabulary without holes")
 def test_ids_contiguous(vla_release: Release, vla_tokenizer_package: TokenizerPackage) -> None:
     """The IDs run from 0 to the largest without a hole: added tokens follow the base vocabulary."""
     _need_tokenizer_json(vla_tokenizer_package)
     _check("contiguous token IDs", vla_release, id_gaps(vla_tokenizer_package))
 
 
+@rule("VLA-TOK-007", fix="fix the files a loader reads differently from tokenizer.json (the message names them)")
 def test_loaded_ids_equal_written_ids(
     vla_release: Release, vla_tokenizer_package: TokenizerPackage, vla_raw_tokenizer: Any, hf_tokenizer: Any
 ) -> None:
@@ -142,6 +166,7 @@ def test_loaded_ids_equal_written_ids(
     _check("loaded vs written IDs", vla_release, mismatches)
 
 
+@rule("VLA-TOK-008", fix="regenerate vocab.json and merges.txt from tokenizer.json")
 @pytest.mark.parametrize("name", VOCAB_FILES)
 def test_vocab_files_match_tokenizer_json(
     name: str, vla_release: Release, vla_tokenizer_package: TokenizerPackage
@@ -156,6 +181,7 @@ def test_vocab_files_match_tokenizer_json(
     _check(f"{name} vs tokenizer.json", vla_release, vocab_file_mismatches(pkg, name))
 
 
+@rule("VLA-TOK-009", fix="grow the embedding (and output layer) to cover every token ID, or drop the tokens past it")
 def test_embedding_covers_every_id(
     vla_release: Release, vla_model_dir: Path, vla_tokenizer_package: TokenizerPackage, vla_raw_tokenizer: Any
 ) -> None:
@@ -172,6 +198,7 @@ def test_embedding_covers_every_id(
     )
 
 
+@rule("VLA-TOK-010", fix="mark the token special and not normalized so that it encodes to its one ID")
 def test_special_tokens_encode_to_one_id(
     vla_release: Release, vla_tokenizer_package: TokenizerPackage, vla_raw_tokenizer: Any
 ) -> None:
@@ -179,6 +206,7 @@ def test_special_tokens_encode_to_one_id(
     _check("special tokens", vla_release, one_id_failures(vla_tokenizer_package, *_encoder(vla_raw_tokenizer)))
 
 
+@rule("VLA-TOK-011", fix="make the token decode to itself (special, not normalized, no byte-level mangling)")
 @pytest.mark.parametrize("context", ROUND_TRIP_CONTEXTS)
 def test_special_tokens_round_trip(
     context: str, vla_release: Release, vla_tokenizer_package: TokenizerPackage, vla_raw_tokenizer: Any
@@ -188,6 +216,7 @@ def test_special_tokens_round_trip(
     _check(f"round trip {context}", vla_release, mismatches)
 
 
+@rule("VLA-TOK-012", fix="remove the tokenizer_config.json settings that make transformers encode differently")
 @pytest.mark.parametrize("text", GOLDEN_TEXT)
 def test_transformers_agrees_with_tokenizers(
     text: str,
@@ -213,16 +242,20 @@ def _need_both(candidate: TokenizerPackage, baseline: TokenizerPackage) -> None:
         pytest.skip(f"no readable {baseline.path('tokenizer.json')} in the baseline")
 
 
+@rule("VLA-TOK-013", fix="keep every baseline token at its ID with its flags; add new tokens after them")
 def test_baseline_tokens_keep_ids_and_flags(
     vla_release: Release,
     vla_tokenizer_package: TokenizerPackage,
     vla_baseline_tokenizer_package: TokenizerPackage,
+    request: pytest.FixtureRequest,
 ) -> None:
     """Every baseline token keeps its ID and its flags (special, single_word, lstrip, rstrip, normalized)."""
     _need_both(vla_tokenizer_package, vla_baseline_tokenizer_package)
+    measure(request.node, "token_changes", token_changes(vla_baseline_tokenizer_package, vla_tokenizer_package))
     _check("tokens vs baseline", vla_release, moved_tokens(vla_baseline_tokenizer_package, vla_tokenizer_package))
 
 
+@rule("VLA-TOK-014", fix="give new tokens IDs above the baseline's largest")
 def test_new_tokens_after_baseline(
     vla_release: Release,
     vla_tokenizer_package: TokenizerPackage,
@@ -234,6 +267,7 @@ def test_new_tokens_after_baseline(
     _check("new tokens vs baseline", vla_release, mismatches)
 
 
+@rule("VLA-TOK-015", fix="bump the version (minor at least) for a tokenizer change")
 def test_tokenizer_change_bumps_version(vla_release: Release, vla_baseline: Release) -> None:
     """A tokenizer whose checksum differs from the baseline's comes with a different version."""
     mismatches = unversioned_change(vla_baseline.root, vla_release.root, vla_baseline.version, vla_release.version)

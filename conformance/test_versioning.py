@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_vla.findings import Findings
+from pytest_vla.rules import rule
 from vla_reference.errors import ReleaseError
 from vla_reference.release import (
     MANIFEST,
@@ -38,6 +39,7 @@ def _versions(release: Release, baseline: Release) -> tuple[Version, Version]:
     return old, new
 
 
+@rule("VLA-VER-001", fix="write the version as MAJOR.MINOR.PATCH")
 @pytest.mark.usefixtures("vla_manifest")  # skips on an unreadable release.json: the manifest area reports it
 def test_version_is_strict_semver(vla_release: Release) -> None:
     """release.json's version is strict SemVer 2.0.0 (MAJOR.MINOR.PATCH, no 'v', no leading zeros)."""
@@ -46,6 +48,7 @@ def test_version_is_strict_semver(vla_release: Release) -> None:
     findings.check()
 
 
+@rule("VLA-VER-002", fix="give the release a version above the baseline's")
 def test_version_greater_than_baseline(vla_release: Release, vla_baseline: Release) -> None:
     """The release's version is greater than the baseline's (SemVer precedence)."""
     old, new = _versions(vla_release, vla_baseline)
@@ -62,6 +65,7 @@ def test_version_greater_than_baseline(vla_release: Release, vla_baseline: Relea
     findings.check()
 
 
+@rule("VLA-VER-003", fix="bump at least as much as the changes require (docs/metadata.md)")
 def test_version_bump_covers_changes(vla_release: Release, vla_baseline: Release) -> None:
     """The bump over the baseline is at least what the changes require: architecture major, weights or
     tokenizer minor, anything else patch."""

@@ -16,7 +16,32 @@ import pytest
 from vla_reference.errors import ReleaseError
 from vla_reference.findings import Finding
 
-__all__ = ["Finding", "Findings"]
+__all__ = ["Finding", "Findings", "FindingsFailed", "fail"]
+
+
+class FindingsFailed(pytest.fail.Exception):  # type: ignore[misc,name-defined]
+    """A check's failure that carries its findings as records, for the JSON and HTML reports."""
+
+    def __init__(self, msg: str, findings: list[Finding], root: Path | None) -> None:
+        super().__init__(msg, pytrace=False)
+        self.findings = list(findings)
+        self.root = root
+
+
+def fail(
+    what: str,
+    observed: object,
+    *,
+    file: Path | str | None = None,
+    key: str | None = None,
+    fix: str | None = None,
+    root: Path | None = None,
+) -> NoReturn:
+    """Fail now with one finding, rendered as every finding is (``file`` shown relative to ``root``
+    when given and inside it)."""
+    __tracebackhide__ = True
+    finding = Finding(what, str(observed), None, None if file is None else Path(file), key, fix)
+    raise FindingsFailed(finding.render(root), [finding], root)
 
 
 @dataclass
@@ -62,12 +87,12 @@ class Findings:
         cannot go on without."""
         __tracebackhide__ = True
         self.add_error(e, what)
-        pytest.fail(self._render(), pytrace=False)
+        raise FindingsFailed(self._render(), self.items, self.root)
 
     def check(self, limit: int = 40) -> None:
         __tracebackhide__ = True
         if self.items:
-            pytest.fail(self._render(limit), pytrace=False)
+            raise FindingsFailed(self._render(limit), self.items, self.root)
 
     def _render(self, limit: int = 40) -> str:
         lines = [f"{self.title}: {len(self.items)} finding(s)"]

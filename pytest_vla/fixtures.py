@@ -14,6 +14,7 @@ from vla_reference.megatron import MegatronSource
 from vla_reference.release import Release
 
 from .cache import ArtefactCache
+from .findings import Findings, fail
 from .session import SESSION_KEY, VLASession
 
 __all__ = [
@@ -79,7 +80,7 @@ def _required(release: Release, part: str) -> Path:
     try:
         return release.require(part)
     except ReleaseError as e:
-        pytest.fail(str(e), pytrace=False)
+        Findings("release part", release.root).fail_on(e, "release part missing")
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +142,7 @@ def vla_merged_checkpoint(
     try:
         return vla_artefacts.build(key, "merged", build)
     except ReleaseError as e:
-        pytest.fail(f"cannot merge the training checkpoint: {e}", pytrace=False)
+        Findings("cannot merge the training checkpoint").fail_on(e, "cannot merge the training checkpoint")
 
 
 @pytest.fixture(scope="session")
@@ -154,11 +155,16 @@ def vla_model(vla_model_dir: Path) -> Any:
     try:
         HFSource(vla_model_dir)  # config.json describes the weights: transformers builds whatever it says
     except ReleaseError as e:
-        pytest.fail(f"the shipped model does not load as written: {e}", pytrace=False)
+        Findings("the shipped model does not load as written").fail_on(e, "the shipped model does not load as written")
     try:
         model = AutoModelForCausalLM.from_pretrained(vla_model_dir, trust_remote_code=False)
     except Exception as e:  # noqa: BLE001 - transformers raises many types; name the directory
-        pytest.fail(f"transformers cannot load {vla_model_dir}: {e}", pytrace=False)
+        fail(
+            f"transformers cannot load {vla_model_dir}",
+            f"{type(e).__name__}: {e}",
+            file=vla_model_dir,
+            fix="make AutoModelForCausalLM.from_pretrained(model/) load without remote code",
+        )
     return model.eval()
 
 
@@ -172,7 +178,12 @@ def vla_tokenizer(vla_model_dir: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(vla_model_dir)
     except Exception as e:  # noqa: BLE001 - transformers raises many types; name the directory instead
-        pytest.fail(f"transformers cannot load the tokenizer: {e} [{vla_model_dir}]", pytrace=False)
+        fail(
+            "transformers cannot load the tokenizer",
+            f"{type(e).__name__}: {e}",
+            file=vla_model_dir,
+            fix="rebuild the package with vla_reference.tokenizer.write_tokenizer_package",
+        )
 
 
 @pytest.fixture(scope="session")
@@ -202,7 +213,7 @@ def vla_raw_tokenizer(vla_tokenizer_package: Any) -> Any:
     try:
         return vla_tokenizer_package.load()
     except ReleaseError as e:
-        pytest.fail(str(e), pytrace=False)
+        Findings("tokenizer package").fail_on(e, "tokenizer package unreadable")
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,20 @@ def _float(flag: str) -> Callable[[str], float]:
     return parse
 
 
+def _output(flag: str, suffix: str) -> Callable[[str], Path]:
+    def parse(value: str) -> Path:
+        path = Path(value).expanduser()
+        if path.suffix != suffix:
+            raise pytest.UsageError(f"{flag}: {value} does not end in {suffix}")
+        if path.is_dir():
+            raise pytest.UsageError(f"{flag}: {value} is a directory")
+        if not path.parent.exists():
+            raise pytest.UsageError(f"{flag}: the directory of {value} does not exist")
+        return path.absolute()
+
+    return parse
+
+
 def _cache_dir(value: str) -> Path:
     path = Path(value).expanduser()
     if path.exists() and not path.is_dir():
@@ -84,6 +98,29 @@ def add_options(parser: pytest.Parser) -> None:
             default=None,
             help=f"parity tolerance: {what} (default by dtype, see docs/parity.md)",
         )
+    group.addoption(
+        "--vla-report",
+        dest="vla_report",
+        metavar="PATH.json",
+        type=_output("--vla-report", ".json"),
+        default=None,
+        help="write the JSON report (schema: pytest_vla/report.schema.json), even when the run is interrupted",
+    )
+    group.addoption(
+        "--vla-html",
+        dest="vla_html",
+        metavar="PATH.html",
+        type=_output("--vla-html", ".html"),
+        default=None,
+        help="write a self-contained HTML report (no network, no script needed to read it)",
+    )
+    group.addoption(
+        "--vla-allow-partial",
+        dest="vla_allow_partial",
+        action="store_true",
+        default=False,
+        help="exit 0 when nothing failed but some areas were not checked (deselected, or a part missing)",
+    )
     parser.addini("vla_release", "release directory to check (as --vla-release)", default="")
     parser.addini("vla_baseline", "baseline release directory (as --vla-baseline)", default="")
 
@@ -97,6 +134,9 @@ class VLAOptions:
     logit_rtol: float | None = None
     logit_kl: float | None = None
     logit_top1: float | None = None
+    report: Path | None = None
+    html: Path | None = None
+    allow_partial: bool = False
 
 
 def read_options(config: pytest.Config) -> VLAOptions:
@@ -124,4 +164,7 @@ def read_options(config: pytest.Config) -> VLAOptions:
         logit_rtol=config.getoption("vla_logit_rtol"),
         logit_kl=config.getoption("vla_logit_kl"),
         logit_top1=config.getoption("vla_logit_top1"),
+        report=config.getoption("vla_report"),
+        html=config.getoption("vla_html"),
+        allow_partial=config.getoption("vla_allow_partial"),
     )

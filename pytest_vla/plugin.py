@@ -9,8 +9,10 @@ import pytest
 from . import fixtures
 from .collection import SuiteModule
 from .options import add_options, read_options
-from .report import Recorder, write_summary
-from .session import AREAS, SESSION_KEY, SUITE_DIR, VLASession
+from .outputs import write_outputs
+from .report import write_summary
+from .rules import RULE_MARK
+from .session import AREAS, PARTIAL_EXIT, SESSION_KEY, SUITE_DIR, VLASession
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -22,9 +24,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     for area, description in AREAS.items():
         config.addinivalue_line("markers", f"{area}: pytest-vla conformance area: {description}")
+    config.addinivalue_line("markers", f"{RULE_MARK}(id, fix): the conformance rule a test proves")
     if not config.pluginmanager.has_plugin("vla-fixtures"):
         config.pluginmanager.register(fixtures, "vla-fixtures")
-    config.pluginmanager.register(Recorder(session), "vla-recorder")
+    config.pluginmanager.register(session.results, "vla-results")
     if session.active and config.args_source is not pytest.Config.ArgsSource.ARGS:
         config.args[:] = [str(SUITE_DIR)]
 
@@ -41,8 +44,39 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
     return None
 
 
+IS_A_RELEASE: str = "test_directory_is_a_release"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A directory that is not a release at all gets one failure saying so, not one per check."""
+    vla = config.stash.get(SESSION_KEY, None)
+    release = vla.release if vla is not None else None
+    if vla is None or release is None or release.not_a_release() is None:
+        return
+    keep = [i for i in items if getattr(i, "originalname", i.name) == IS_A_RELEASE]
+    if keep:
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
+        vla.not_checked = "not a release"
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is not None and session.active:
         write_summary(terminalreporter, session)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    vla = session.config.stash.get(SESSION_KEY, None)
+    if vla is None or not vla.active or hasattr(session.config, "workerinput"):
+        return  # xdist workers: the controller writes the one report
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        vla.interrupted = "the run was interrupted"
+    elif session.shouldfail or session.shouldstop:
+        vla.interrupted = str(session.shouldfail or session.shouldstop)
+    final = int(exitstatus)
+    if exitstatus == pytest.ExitCode.OK and vla.partial() and not vla.options.allow_partial:
+        final = session.exitstatus = PARTIAL_EXIT
+    write_outputs(session.config, vla, final)

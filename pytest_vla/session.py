@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -14,8 +13,9 @@ from vla_reference.release import Release
 
 from .cache import ArtefactCache
 from .options import VLAOptions
+from .results import CheckResult, Results
 
-__all__ = ["AREAS", "VLASession", "SESSION_KEY", "SUITE_DIR"]
+__all__ = ["AREAS", "VLASession", "SESSION_KEY", "SUITE_DIR", "PARTIAL_EXIT"]
 
 AREAS: Final[dict[str, str]] = {
     "checkpoint": "Megatron checkpoint layout, replicas, merge equality, reshard round trips",
@@ -40,6 +40,11 @@ def _suite_dir() -> Path:
 SUITE_DIR: Final[Path] = _suite_dir()
 
 
+# the exit status of a run where nothing failed but some areas were not checked (unless
+# --vla-allow-partial): a gate must not pass a release it did not look at
+PARTIAL_EXIT: Final = 8
+
+
 @dataclass
 class Tally:
     passed: int = 0
@@ -50,8 +55,9 @@ class Tally:
 @dataclass
 class VLASession:
     options: VLAOptions
-    tallies: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
-    _outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    results: Results = field(default_factory=lambda: Results(tuple(AREAS)))
+    interrupted: str | None = None  # why the run stopped early, if it did
+    not_checked: str = "deselected"  # why an area with no collected check was not checked
 
     @property
     def active(self) -> bool:
@@ -69,36 +75,64 @@ class VLASession:
     def cache(self) -> ArtefactCache:
         return ArtefactCache(self.options.cache_dir)
 
-    def record(self, report: pytest.TestReport) -> None:
-        """Fold one phase report into the area tallies (a test counts once, failing wins)."""
-        area = next((a for a in AREAS if a in report.keywords), None)
-        if area is None:
-            return
-        outcome = "failed" if report.failed else "skipped" if report.skipped else "passed"
-        if report.when == "call" or outcome != "passed":
-            previous = self._outcomes.get(report.nodeid)
-            if previous is None or previous[1] == "passed" and outcome != "passed":
-                self._outcomes[report.nodeid] = (area, outcome)
-
     def summary(self) -> dict[str, Tally]:
         tallies: dict[str, Tally] = {a: Tally() for a in AREAS}
-        for area, outcome in self._outcomes.values():
-            t = tallies[area]
-            setattr(t, outcome, getattr(t, outcome) + 1)
+        for check in self.results.in_area():
+            t = tallies[check.area or ""]
+            setattr(t, check.status, getattr(t, check.status) + 1)
         return tallies
 
-    def failures(self) -> int:
-        return sum(t.failed for t in self.summary().values())
+    def failed_checks(self) -> list[CheckResult]:
+        return sorted((c for c in self.results.in_area() if c.status == "failed"), key=lambda c: c.rule or c.nodeid)
+
+    def coverage(self) -> dict[str, str | None]:
+        """Per area: None when it was checked (a check ran), else why not."""
+        out: dict[str, str | None] = {}
+        for area in AREAS:
+            checks = [c for c in self.results.in_area() if c.area == area]
+            if not checks:
+                out[area] = self.not_checked
+            elif any(c.status != "skipped" for c in checks):
+                out[area] = None
+            else:
+                out[area] = checks[0].reason or "every check skipped"
+        return out
+
+    def verdict_status(self) -> str:
+        """``CONFORMS``, ``DOES NOT CONFORM`` or ``NOT CHECKED`` (the JSON report's verdict)."""
+        if self.failed_checks():
+            return "DOES NOT CONFORM"
+        if self.interrupted or all(v is not None for v in self.coverage().values()):
+            return "NOT CHECKED"
+        return "CONFORMS"
+
+    def partial(self) -> dict[str, str]:
+        """The areas not checked in a run that otherwise conforms, with why."""
+        if self.verdict_status() != "CONFORMS":
+            return {}
+        return {a: why for a, why in self.coverage().items() if why is not None}
 
     def verdict(self) -> str:
+        """The one line a reader acts on: what was found, and what was not looked at."""
         release = self.release
         label = release.label if release else "?"
-        failed = self.failures()
-        ran = sum(t.passed + t.failed for t in self.summary().values())
+        failed = self.failed_checks()
         if failed:
-            return f"{label}: DOES NOT CONFORM ({failed} failure{'s' if failed != 1 else ''})"
-        if not ran:
-            return f"{label}: NOT CHECKED (no conformance test ran)"
+            ids = sorted({c.rule for c in failed if c.rule})
+            which = f": {', '.join(ids)}" if ids else ""
+            return f"{label}: DOES NOT CONFORM ({len(failed)} failure{'s' if len(failed) != 1 else ''}{which})"
+        if self.interrupted:
+            return f"{label}: NOT CHECKED (interrupted: {self.interrupted})"
+        status = self.verdict_status()
+        if status == "NOT CHECKED":
+            return f"{label}: NOT CHECKED (no conformance check ran)"
+        partial = self.partial()
+        if partial:
+            reasons: dict[str, list[str]] = {}
+            for area, why in partial.items():
+                reasons.setdefault(why, []).append(area)
+            said = "; ".join(f"{', '.join(areas)} not checked: {why}" for why, areas in reasons.items())
+            return f"{label}: CONFORMS (partial: {said})"
         return f"{label}: CONFORMS"
 
 

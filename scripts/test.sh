@@ -3,5 +3,6 @@
 # modules each run on one worker, so their module-scoped conversions and launches happen once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/pytest ] && .venv/bin/python -c "import vla_reference, pytest_vla, megatron.core" 2>/dev/null || bash scripts/setup.sh
+[ -x .venv/bin/pytest ] && [ -f .venv/mcore-0.13.1/megatron/core/__init__.py ] &&
+  .venv/bin/python -c "import vla_reference, pytest_vla, megatron.core, jsonschema" 2>/dev/null || bash scripts/setup.sh
 exec .venv/bin/pytest -n 2 --dist loadgroup -q tests "$@"

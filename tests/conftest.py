@@ -1,9 +1,12 @@
 """Shared fixtures for pytest-vla's own tests."""
 
+import html
+import json
 import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,24 +72,81 @@ def vla_cache(tmp_path_factory):
 
 @dataclass
 class SuiteRun:
-    """Per-test outcomes of one in-process suite run."""
+    """Per-test outcomes of one in-process suite run, and the reports it wrote."""
 
     ret: int
     failed: dict[str, str] = field(default_factory=dict)
     passed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     output: str = ""
+    report: dict[str, Any] = field(default_factory=dict)  # the JSON report, valid against the schema
+    html: str = ""
+
+    def check(self, name: str) -> dict[str, Any]:
+        """The JSON report's record of the check ``name`` (a test name, as in ``failed``)."""
+        found = [c for c in self.report["checks"] if c["nodeid"].split("::", 1)[-1] == name]
+        assert len(found) == 1, f"{name}: {len(found)} records in the report"
+        return found[0]
+
+    def assert_reported(self, name: str) -> dict[str, Any]:
+        """The failed check ``name`` is in both reports as a person acts on it: its rule ID, its
+        findings (what, file or key, fix) in the JSON, and the same rule and findings in the HTML.
+        Returns the JSON record."""
+        __tracebackhide__ = True
+        check = self.check(name)
+        assert check["status"] == "failed", check
+        assert check["rule"] and self.failed[name].startswith(f"[{check['rule']}] "), (check["rule"], self.failed[name])
+        assert check["findings"], check
+        assert self.report["verdict"] == "DOES NOT CONFORM" and check["rule"] in self.report["verdict_line"]
+        for f in check["findings"]:
+            assert f["what"] and f["observed"], f
+        first = check["findings"][0]
+        assert first["file"] or first["key"], first
+        assert any(f["fix"] for f in check["findings"]), check["findings"]
+        failure = self.html.split(f'<div class="failure" id="{html.escape(check["nodeid"])}">', 1)
+        assert len(failure) == 2, f"{check['nodeid']}: no failure block in the HTML report"
+        block = failure[1].split('<div class="failure"', 1)[0]
+        assert f"<code>{check['rule']}</code>" in block, block[:500]
+        assert html.escape(first["what"]) in block and html.escape(first["observed"]) in block, block[:2000]
+        return check
+
+
+def validate_report(path: Path) -> dict[str, Any]:
+    """A JSON report read and validated against the schema the package ships."""
+    import jsonschema
+
+    from pytest_vla.outputs import SCHEMA_FILE
+
+    def strict(name: str) -> None:
+        raise ValueError(f"{path}: {name} is not JSON")
+
+    report = json.loads(path.read_text(), parse_constant=strict)
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(report)
+    return report
 
 
 @pytest.fixture
-def run_suite(pytester, vla_cache):
-    """Run the installed suite on a release, in process; returns outcomes by test name."""
+def run_suite(pytester, vla_cache, tmp_path_factory):
+    """Run the installed suite on a release, in process; returns outcomes by test name and the
+    JSON (validated) and HTML reports it wrote."""
 
     def run(release: Path, *args: str, cache: Path | None = None) -> SuiteRun:
+        out_dir = tmp_path_factory.mktemp("reports")
+        reports = (f"--vla-report={out_dir / 'report.json'}", f"--vla-html={out_dir / 'report.html'}")
         reprec = pytester.inline_run(
-            f"--vla-release={release}", f"--vla-cache-dir={cache or vla_cache}", "-p", "no:cacheprovider", *args
+            f"--vla-release={release}",
+            f"--vla-cache-dir={cache or vla_cache}",
+            "-p",
+            "no:cacheprovider",
+            *reports,
+            *args,
         )
         out = SuiteRun(ret=int(reprec.ret))
+        if (out_dir / "report.json").is_file():
+            out.report = validate_report(out_dir / "report.json")
+            out.html = (out_dir / "report.html").read_text()
         for rep in reprec.getreports("pytest_runtest_logreport"):
             name = rep.nodeid.split("::", 1)[-1]
             if rep.failed:

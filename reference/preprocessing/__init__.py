@@ -3,7 +3,7 @@ and the snapshot format.
 """
 
 from ._cases import CASES, SNAPSHOT_DIR, case_items, record, snapshot_file
-from ._snapshot import SNAPSHOT_SUFFIX, SnapshotData, compare, load_snapshot, parse, serialize
+from ._snapshot import SNAPSHOT_SUFFIX, SnapshotData, compare, load_snapshot, parse, serialize, snapshot_images
 
 __all__ = [
     "CASES",
@@ -17,4 +17,5 @@ __all__ = [
     "load_snapshot",
     "parse",
     "serialize",
+    "snapshot_images",
 ]

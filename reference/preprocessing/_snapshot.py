@@ -30,7 +30,7 @@ import torch
 
 from ..errors import MalformedFileError
 
-__all__ = ["SnapshotData", "serialize", "parse", "compare", "load_snapshot", "SNAPSHOT_SUFFIX"]
+__all__ = ["SnapshotData", "serialize", "parse", "compare", "load_snapshot", "snapshot_images", "SNAPSHOT_SUFFIX"]
 
 SNAPSHOT_SUFFIX: Final = ".vla.txt"
 
@@ -245,3 +245,52 @@ def compare(received: str, recorded: str) -> list[str]:
         if not changed:
             lines.append("processor config: unchanged since the snapshot was recorded")
     return lines
+
+
+def _dequantized(e: _Entry) -> np.ndarray:
+    return (e.lo + np.frombuffer(e.levels, dtype=np.uint8).astype(np.float64) * _step(e.lo, e.hi)).reshape(e.shape)
+
+
+def _png(pixels: np.ndarray) -> str:
+    """``[C, H, W]`` values in 0..255 (C = 1 or 3) as a base64 PNG."""
+    import io
+
+    from PIL import Image
+
+    arr = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def snapshot_images(received: str, recorded: str) -> dict[str, dict[str, str]]:
+    """For each image-like float output (``[..., C, H, W]``, C 1 or 3) whose values differ from the
+    recorded snapshot: its first image as ``expected``, ``actual`` and ``difference`` (|actual -
+    expected|, scaled to its maximum) base64 PNGs, on the recorded value range. Empty when no image
+    differs.
+
+    Example:
+        >>> snapshot_images(serialize(data), recorded_text)  # doctest: +SKIP
+        {'pixel_values': {'expected': 'iVBORw0...', 'actual': '...', 'difference': '...'}}
+    """
+    _, got = parse(received)
+    _, want = parse(recorded)
+    out: dict[str, dict[str, str]] = {}
+    for name in sorted(got.keys() & want.keys()):
+        a, b = got[name], want[name]
+        if b.kind != "q8" or len(b.shape) < 3 or b.shape[-3] not in (1, 3) or a.shape != b.shape:
+            continue
+        if _compare_entry(a, b) is None:
+            continue
+        actual, expected = _dequantized(a), _dequantized(b)
+        first = (0,) * (len(b.shape) - 3)
+        x, y = actual[first], expected[first]
+        span = (b.hi - b.lo) or 1.0
+        diff = np.abs(x - y)
+        out[name] = {
+            "expected": _png((y - b.lo) / span * 255),
+            "actual": _png((x - b.lo) / span * 255),
+            "difference": _png(diff / (diff.max() or 1.0) * 255),
+        }
+    return out

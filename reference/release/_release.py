@@ -83,3 +83,20 @@ class Release:
     @property
     def label(self) -> str:
         return f"{self.name} v{self.version}"
+
+    def not_a_release(self) -> str | None:
+        """What the directory is when it is not a release at all (neither ``release.json`` nor
+        ``model/``), else None: a directory that is a release with parts missing is judged part
+        by part instead.
+
+        Example:
+            >>> Release(Path("golden/dense/model")).not_a_release()  # doctest: +SKIP
+            'a Hugging Face model directory (config.json at its top)'
+        """
+        if self.part("manifest") is not None or self.part("model") is not None:
+            return None
+        if (self.root / "config.json").is_file():
+            return "a Hugging Face model directory (config.json at its top)"
+        if (self.root / "latest_checkpointed_iteration.txt").is_file() or any(self.root.glob("iter_*")):
+            return "a Megatron checkpoint directory (iter_*/ at its top)"
+        return "a directory with no part of a release"

@@ -1,6 +1,6 @@
 """The tokenizer package: building it, reading it, and the checks on checksum and added-token IDs."""
 
-from ._baseline import moved_tokens, tokens_below_baseline, unversioned_change
+from ._baseline import moved_tokens, token_changes, tokens_below_baseline, unversioned_change
 from ._build import (
     PACKAGE_FILES,
     SPECIAL_TOKENS,
@@ -38,6 +38,7 @@ from ._package import MODEL_CONFIGS, TokenFlags, TokenizerPackage, read_tokenize
 
 __all__ = [
     "moved_tokens",
+    "token_changes",
     "tokens_below_baseline",
     "unversioned_change",
     "PACKAGE_FILES",

@@ -16,7 +16,7 @@ from ._build import tokenizer_checksum
 from ._checks import package_digests
 from ._package import TokenizerPackage
 
-__all__ = ["moved_tokens", "tokens_below_baseline", "unversioned_change"]
+__all__ = ["moved_tokens", "token_changes", "tokens_below_baseline", "unversioned_change"]
 
 _KEEP: str = (
     "restore the baseline's ID and flags (the weights map that ID to this token), add new tokens after "
@@ -76,6 +76,37 @@ def moved_tokens(baseline: TokenizerPackage, candidate: TokenizerPackage) -> lis
                 )
             )
     return out
+
+
+def token_changes(baseline: TokenizerPackage, candidate: TokenizerPackage) -> list[dict[str, object]]:
+    """The token-ID table of a candidate against its baseline: every token whose IDs or flags
+    differ, and every token the baseline does not have (``change``: ``removed``, ``moved``,
+    ``flags``, ``added``), in ID order. Empty when the vocabularies are the same.
+
+    Example:
+        >>> token_changes(read_tokenizer_package(base), read_tokenizer_package(ft))  # doctest: +SKIP
+        [{'token': '<act_9>', 'baseline_ids': [], 'release_ids': [1034], 'change': 'added', ...}]
+    """
+    rows: list[tuple[int, str, dict[str, object]]] = []
+    was_added = {t.content: t for t in baseline.added}
+    now_added = {t.content: t for t in candidate.added}
+    for token in {*baseline.vocab, *was_added, *candidate.vocab, *now_added}:
+        was, now = sorted(baseline.ids_of(token)), sorted(candidate.ids_of(token))
+        flags = []
+        a, b = was_added.get(token), now_added.get(token)
+        if a is not None and b is not None and a.flags is not None and b.flags is not None:
+            flags = [f"{flag}: {str(old).lower()} -> {str(new).lower()}" for flag, new, old in b.flags.changes(a.flags)]
+        change = "added" if not was else "removed" if not now else "moved" if was != now else "flags" if flags else None
+        if change is not None:
+            row: dict[str, object] = {
+                "token": token,
+                "baseline_ids": was,
+                "release_ids": now,
+                "change": change,
+                "flags": flags,
+            }
+            rows.append((min(now or was), token, row))
+    return [row for _, _, row in sorted(rows, key=lambda r: r[:2])]
 
 
 def tokens_below_baseline(baseline: TokenizerPackage, candidate: TokenizerPackage) -> list[Finding]:

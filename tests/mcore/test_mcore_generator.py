@@ -37,6 +37,7 @@ from mcore_cases import (
     case_padded_vocab_size,
     layer_pattern,
 )
+from mcore_release import installed
 
 pytest_plugins = ["mcore_fixtures"]
 # Unpickling a legacy file's args imports megatron-core, which warns about every absent extra.
@@ -208,7 +209,9 @@ def test_forward_from_disk_reproduces_logits(mcore_set: Path, forwards: dict, na
     with safe_open(path, "pt") as f:
         skipped = {k: json.loads(v) for k, v in f.metadata().items()}
     diff = {k: (got[k] - ref[k]).abs().max().item() for k in ref}
-    assert skipped == {"missing_keys": [], "unexpected_keys": []}, f"{fmt}: non-strict load skipped {skipped}"
+    assert skipped == {"missing_keys": [], "unexpected_keys": [], "megatron_core": installed().version}, (
+        f"{fmt}: non-strict load skipped {skipped}"
+    )
     assert max(diff.values()) <= 1e-6, f"{name}/{fmt}: max |logit difference| {diff}, expected <= 1e-6"
 
 

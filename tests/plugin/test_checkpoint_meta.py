@@ -119,6 +119,7 @@ def test_exactly_the_intended_check_fails(name, golden_copy, run_suite):
     run = run_suite(release, "-m", "checkpoint")
     assert list(run.failed) == [test], run.failed
     assert re.search(message, run.failed[test], re.S), run.failed[test]
+    run.assert_reported(test)
 
 
 def test_round_trip_check_can_fail(golden_copy, run_suite, pytester):

@@ -424,6 +424,7 @@ def test_exactly_the_intended_check_fails(area, name, golden_copy, run_suite, tm
     run = run_suite(release, *args)
     assert list(run.failed) == [test], run.failed
     assert re.search(message, run.failed[test], re.S), run.failed[test]
+    run.assert_reported(test)
 
 
 @pytest.mark.parametrize("name", ["dense", "moe"])
@@ -431,7 +432,7 @@ def test_golden_releases_conform(name, run_suite):
     run = run_suite(GOLDEN / name, "-m", "card or versioning or manifest or reproducibility", *FAST)
     assert not run.failed, run.failed
     assert sorted(run.skipped) == ["test_version_bump_covers_changes", "test_version_greater_than_baseline"]
-    assert len(run.passed) == 15 + 1 + 5 + 7
+    assert len(run.passed) == 15 + 1 + 6 + 7
 
 
 def test_a_correct_bump_conforms(golden_copy, run_suite, tmp_path):

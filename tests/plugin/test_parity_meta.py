@@ -97,6 +97,13 @@ def test_parity_fails(name, golden_copy, run_suite):
     assert "logit parity at the shipped-layout" in message
     assert re.search(r"sequence\s+tokens\s+max abs\s+max rel\s+KL\s+top-1\s+worst", message), message
     assert "OUT" in message and "Fix: " in message
+    check = run.assert_reported("test_logit_parity[shipped-layout]")
+    parity = check["measured"]["parity"]
+    assert any(not s["within"] for m in parity.values() for s in m["sequences"]), parity
+    for m in parity.values():  # every comparable position is in the histogram (shapes may differ: null)
+        comparable = [s for s in m["sequences"] if s["max_abs"] is not None]
+        assert (sum(m["histogram"]["counts"]) > 0) == bool(comparable), m
+    assert "<svg" in run.html and "distribution of |Δlogit|" in run.html
 
 
 def test_golden_releases_pass_parity(run_suite):

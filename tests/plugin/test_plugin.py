@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+from pytest_vla.session import PARTIAL_EXIT
+
 from conftest import GOLDEN, REPO
 
 DENSE = GOLDEN / "dense"
@@ -34,18 +36,41 @@ def test_cache_inside_release_is_refused(pytester, golden_copy):
 
 
 def test_suite_runs_from_any_directory_with_verdict(pytester, vla_cache):
-    result = pytester.runpytest(f"--vla-release={DENSE}", f"--vla-cache-dir={vla_cache}", "-m", "checkpoint")
-    result.assert_outcomes(passed=7)
+    result = pytester.runpytest(f"--vla-release={DENSE}", f"--vla-cache-dir={vla_cache}")
+    assert "failed" not in result.parseoutcomes()
+    assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
         ["*pytest-vla conformance*", "checkpoint * 7 * 0 * 0", "VLA-Driver-Tiny-Dense v1.0.0: CONFORMS"]
     )
+
+
+def test_a_deselected_area_makes_the_verdict_partial_and_the_exit_status_non_zero(pytester, vla_cache):
+    """A gate never says CONFORMS about areas it did not look at: -m checkpoint conforms partially,
+    names what was not checked, and exits 6 unless --vla-allow-partial."""
+    args = (f"--vla-release={DENSE}", f"--vla-cache-dir={vla_cache}", "-m", "checkpoint")
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=7)
+    assert result.ret == PARTIAL_EXIT
+    result.stdout.fnmatch_lines(
+        [
+            "parity * 0 * 0 * 0  not checked: deselected",
+            "VLA-Driver-Tiny-Dense v1.0.0: CONFORMS (partial: parity, tokenizer, preprocessing, card, versioning, "
+            "manifest, reproducibility not checked: deselected)",
+        ]
+    )
+    assert pytester.runpytest(*args, "--vla-allow-partial").ret == pytest.ExitCode.OK
 
 
 def test_verdict_counts_failures(pytester, golden_copy, vla_cache):
     release = golden_copy("dense")
     shutil.rmtree(release / "checkpoint/iter_0001000/mp_rank_00_001")
     result = pytester.runpytest(f"--vla-release={release}", f"--vla-cache-dir={vla_cache}", "-m", "checkpoint")
-    result.stdout.fnmatch_lines(["VLA-Driver-Tiny-Dense v1.0.0: DOES NOT CONFORM (1 failure)"])
+    result.stdout.fnmatch_lines(
+        [
+            "VLA-CKPT-001: test_checkpoint_layout. Fix: *",
+            "VLA-Driver-Tiny-Dense v1.0.0: DOES NOT CONFORM (1 failure: VLA-CKPT-001)",
+        ]
+    )
 
 
 def test_ini_key_selects_the_release(pytester, vla_cache):
@@ -134,13 +159,21 @@ def test_release_is_never_written(pytester, golden_copy, vla_cache):
 def test_xdist_builds_each_artefact_once(pytester, tmp_path):
     cache = tmp_path / "cache"
     result = pytester.runpytest_subprocess(
-        f"--vla-release={DENSE}", f"--vla-cache-dir={cache}", "-n", "2", "-m", "checkpoint", "-p", "no:cacheprovider"
+        f"--vla-release={DENSE}",
+        f"--vla-cache-dir={cache}",
+        "-n",
+        "2",
+        "-m",
+        "checkpoint",
+        "--vla-allow-partial",
+        "-p",
+        "no:cacheprovider",
     )
     result.assert_outcomes(passed=7)
     merged = sorted(p.name for p in cache.glob("*/merged"))
     assert merged == ["merged"]  # one key, one merge, whichever worker got there first
     assert not list(cache.glob("*/.*tmp-*")), "no half-built artefacts left behind"
-    result.stdout.fnmatch_lines(["VLA-Driver-Tiny-Dense v1.0.0: CONFORMS"])
+    result.stdout.fnmatch_lines(["VLA-Driver-Tiny-Dense v1.0.0: CONFORMS (partial: *"])
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git to export the source tree")
@@ -178,6 +211,7 @@ def test_non_editable_install_runs_from_elsewhere(tmp_path):
             f"--vla-cache-dir={tmp_path / 'c'}",
             "-m",
             "checkpoint",
+            "--vla-allow-partial",
             "-p",
             "no:cacheprovider",
         ],
@@ -189,7 +223,7 @@ def test_non_editable_install_runs_from_elsewhere(tmp_path):
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert str(target / "vla_conformance") in run.stdout or "7 passed" in run.stdout
-    assert "VLA-Driver-Tiny-Dense v1.0.0: CONFORMS" in run.stdout
+    assert "VLA-Driver-Tiny-Dense v1.0.0: CONFORMS (partial: " in run.stdout
 
 
 def test_malformed_files_fail_cleanly(golden_copy, run_suite):

@@ -79,6 +79,31 @@ def test_image_config_change_fails_the_image_snapshots(name, golden_copy, run_su
     edit_config(release, edit)
     run = run_suite(release, "-m", "preprocessing")
     expect_snapshot_diff(run, cases, pattern)
+    for case in cases:
+        run.assert_reported(f"test_matches_snapshot[{case}]")
+
+
+def test_a_failing_image_snapshot_shows_expected_actual_and_difference_images(golden_copy, run_suite):
+    """The report carries the images of a changed image preprocessing, as decodable PNGs of the
+    shape the snapshot records, and the HTML shows all three."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    release = golden_copy("dense")
+    edit_config(release, CONFIG_BREAKS["mean-std-switched"][0])
+    run = run_suite(release, "-m", "preprocessing", "-k", "image_edges")
+    check = run.assert_reported("test_matches_snapshot[image_edges]")
+    images = check["measured"]["snapshot_images"]["pixel_values"]
+    decoded = {k: Image.open(io.BytesIO(base64.b64decode(v))) for k, v in images.items()}
+    assert {k: (im.format, im.size, im.mode) for k, im in decoded.items()} == {
+        k: ("PNG", (32, 32), "RGB") for k in ("expected", "actual", "difference")
+    }
+    assert decoded["expected"].tobytes() != decoded["actual"].tobytes()
+    assert max(decoded["difference"].getextrema(), key=lambda e: e[1])[1] == 255  # scaled to its maximum
+    for kind, data in images.items():
+        assert f'alt="{kind}" src="data:image/png;base64,{data}"' in run.html
 
 
 def test_antialias_off_is_refused_with_its_key(golden_copy, run_suite):
@@ -256,7 +281,8 @@ def test_missing_snapshot_fails_its_case_with_the_fix(golden_copy, run_suite):
     run = run_suite(release, "-m", "preprocessing")
     assert list(run.failed) == ["test_matches_snapshot[video]"], sorted(run.failed)
     text = run.failed["test_matches_snapshot[video]"]
-    assert f"no snapshot recorded for video [{rel}]" in text and "--snapshot-update" in text, text
+    assert f"no snapshot recorded for video: absent [{rel}]" in text and "--snapshot-update" in text, text
+    run.assert_reported("test_matches_snapshot[video]")
 
 
 def test_unparsable_processor_config_fails_only_the_load_check(golden_copy, run_suite):

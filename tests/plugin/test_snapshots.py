@@ -80,3 +80,26 @@ def test_damaged_snapshot_files_are_refused_naming_the_file(tmp_path, damage, me
     pattern = rf"unreadable snapshot: .*{re.escape(message)}.*\[{re.escape(str(path))}\]"
     with pytest.raises(MalformedFileError, match=pattern):
         load_snapshot(path)
+
+
+def test_snapshot_images_of_a_changed_image_only():
+    """expected, actual and |difference| PNGs of the first image of each differing image output."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from vla_reference.preprocessing import snapshot_images
+
+    img = torch.linspace(-1, 1, 2 * 3 * 8 * 8).reshape(2, 3, 8, 8)
+    other = img.clone()
+    other[0, :, 2:4, 2:4] += 0.5
+    recorded = snap(pixel_values=img, ids=torch.arange(4), flat=torch.ones(3, 4))
+    assert snapshot_images(recorded, recorded) == {}
+    got = snapshot_images(snap(pixel_values=other, ids=torch.arange(4), flat=torch.ones(3, 4)), recorded)
+    assert set(got) == {"pixel_values"} and set(got["pixel_values"]) == {"expected", "actual", "difference"}
+    diff = Image.open(io.BytesIO(base64.b64decode(got["pixel_values"]["difference"])))
+    assert diff.size == (8, 8) and diff.mode == "RGB"
+    pixels = {(x, y): diff.getpixel((x, y)) for x in range(8) for y in range(8)}
+    changed = {xy for xy, v in pixels.items() if max(v) > 0}
+    assert changed == {(x, y) for x in (2, 3) for y in (2, 3)}, sorted(changed)

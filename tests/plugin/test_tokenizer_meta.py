@@ -347,6 +347,8 @@ def test_exactly_the_intended_check_fails(name, golden_copy, run_suite):
     run = run_suite(release, "-m", "tokenizer")
     assert sorted(run.failed) == sorted(tests), run.failed
     assert re.search(message, run.failed[tests[0]], re.S), run.failed[tests[0]]
+    for test in tests:
+        run.assert_reported(test)
 
 
 def new_version_with_tokens(release: Path) -> None:
@@ -421,6 +423,8 @@ def test_exactly_the_intended_baseline_check_fails(name, golden_copy, run_suite,
     run = run_suite(candidate, "-m", "tokenizer", f"--vla-baseline={baseline}")
     assert sorted(run.failed) == sorted(tests), run.failed
     assert re.search(message, run.failed[tests[0]], re.S), run.failed[tests[0]]
+    for test in tests:
+        run.assert_reported(test)
 
 
 def test_new_tokens_after_the_baseline_with_a_new_version_conform(golden_copy, run_suite, tmp_path):

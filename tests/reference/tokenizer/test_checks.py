@@ -28,6 +28,7 @@ from vla_reference.tokenizer import (
     moved_tokens,
     read_tokenizer_package,
     renumbered,
+    token_changes,
     tokens_below_baseline,
     transformers_overrides,
     unversioned_change,
@@ -198,6 +199,29 @@ def test_baseline_comparisons(model_dir, tmp_path):
     [m] = moved_tokens(base, smaller)
     assert m.what == "baseline token removed" and m.observed == "'<|action_bin_31|>' is absent"
     assert not tokens_below_baseline(smaller, base)  # the full one adds it after the smaller's largest ID
+
+
+def test_token_changes_table(model_dir):
+    """The report's token-ID table: what was removed, moved, re-flagged, added, in ID order."""
+    base = read_tokenizer_package(DENSE / "model")
+    assert token_changes(base, base) == []
+
+    def change(d):
+        last = d["added_tokens"].pop()  # <|action_bin_31|> removed
+        d["added_tokens"][-1]["lstrip"] = not d["added_tokens"][-1]["lstrip"]  # bin 30 re-flagged
+        d["added_tokens"].append(dict(last, content="<|new|>"))  # a new token at the freed ID
+
+    edit(model_dir / "tokenizer.json", change)
+    rows = token_changes(base, read_tokenizer_package(model_dir))
+    last = max(base.ids_of("<|action_bin_31|>"))
+    flag = [r for r in rows if r["change"] == "flags"]
+    assert [(r["token"], r["change"]) for r in rows if r["change"] != "flags"] == [
+        ("<|action_bin_31|>", "removed"),
+        ("<|new|>", "added"),
+    ]
+    assert rows[-2]["baseline_ids"] == rows[-1]["release_ids"] == [last] and rows[-2]["release_ids"] == []
+    was = next(t.flags.lstrip for t in base.added if t.content == "<|action_bin_30|>")
+    assert [(r["token"], r["flags"]) for r in flag] == [("<|action_bin_30|>", [f"lstrip: {was} -> {not was}".lower()])]
 
 
 def test_a_version_change_allows_a_tokenizer_change(tmp_path):
