@@ -664,7 +664,8 @@ PLACEHOLDERS: Final[tuple[Placeholder, ...]] = tuple(
             re.I,
         ),
         ("[More Information Needed]", r"\[\s*more information needed\s*\]|\bmore information needed\b", re.I),
-        ("TODO/TBD", r"\b(?:TODO|TBD|TBA|FIXME|XXX+)\b", 0),
+        # the marker and the instruction after it on its line ("TODO: fill in after review")
+        ("TODO/TBD", r"\b(?:TODO|TBD|TBA|FIXME|XXX+)\b(?:\s*[:\-–—]\s*[^\n|]*)?", 0),
         ("to be determined", r"\bto be (?:determined|added|announced|filled(?: in)?|completed|written)\b", re.I),
         (
             "template domain",

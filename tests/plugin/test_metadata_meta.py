@@ -161,7 +161,8 @@ CARD_BREAKS = {
     "placeholder-left": (
         card(replace("contains no personal data.", "contains no personal data. TODO: link the data card.")),
         "test_card_has_no_placeholders",
-        r"placeholder text: 'TODO' in 'Training Data > Data Governance' \(line \d+\), expected the actual content "
+        r"placeholder text: 'TODO: link the data card.' in 'Training Data > Data Governance' \(line \d+\), "
+        r"expected the actual content "
         r"\[model/README.md:Training Data > Data Governance\]. Fix: write the content",
     ),
     "template-comment-left": (

@@ -236,6 +236,21 @@ def test_cli_card(capsys):
     assert all({"section", "line", "message", "fix"} <= set(f) for f in data["findings"])
 
 
+@pytest.mark.parametrize("content", ["TODO: fill in after review", "TBD - to be written by the safety team", "FIXME"])
+def test_cli_card_json_summary_agrees_with_its_findings(content, capsys, tmp_path):
+    """A section whose whole content is a placeholder is ``placeholder`` in the summary, as its
+    finding says, not ``present``."""
+    golden = Path(__file__).parents[3] / "golden" / "dense" / "model" / "README.md"
+    text = golden.read_text()
+    start, end = text.index("## Intended Use"), text.index("## Training Data")
+    (tmp_path / "README.md").write_text(text[:start] + f"## Intended Use\n\n{content}\n\n" + text[end:])
+    assert main(["card", "--json", str(tmp_path / "README.md")]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["sections"] == {k: "placeholder" if k == "intended_use" else "present" for k in SECTION_KEYS}
+    flagged = {f["section"] for f in data["findings"] if "holds only placeholders" in f["message"]}
+    assert flagged == {"intended_use"}, data["findings"]
+
+
 def test_cli_card_against_a_release(capsys):
     golden = Path(__file__).parents[3] / "golden" / "dense"
     assert main(["card", str(golden / "model" / "README.md"), "--release", str(golden)]) == 0
