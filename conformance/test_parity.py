@@ -227,7 +227,8 @@ def test_logit_parity(
             )
         if has_ckpt:
             src: MegatronSource = request.getfixturevalue("vla_checkpoint")
-            sharded = sharded_logits(src, sequences)
+            with vla_session.cache.step(f"parity: sharded forward at {src.layout.describe()}"):
+                sharded = sharded_logits(src, sequences)
             comparisons.append(
                 _compare(
                     f"sharded {src.layout.describe()} vs merged model",
@@ -261,7 +262,8 @@ def test_logit_parity(
             dataclasses.replace(alt.arch, vocab_size=src.arch.vocab_size) if alt.arch.vocab_size is None else alt.arch
         )
         merged = _merged_logits(_load_merged(merged_dir), eval_set)
-        sharded = sharded_logits(alt, sequences)
+        with cache.step(f"parity: sharded forward at {target.describe()}"):
+            sharded = sharded_logits(alt, sequences)
         comparisons.append(
             _compare(
                 f"sharded {target.describe()} (resharded) vs its merge",

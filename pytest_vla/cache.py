@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -54,8 +55,20 @@ class ArtefactCache:
         >>> merged = cache.build(cache.digest(ckpt), "merged", lambda dst: merge(ckpt, dst))  # doctest: +SKIP
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, progress: Callable[[str], None] | None = None) -> None:
         self.root = root
+        self.progress = progress  # told about long steps (a terminal shows them; CI logs stay quiet)
+
+    @contextlib.contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        """Tell ``progress`` that ``what`` starts, and when it is done, how long it took."""
+        if self.progress is None:
+            yield
+            return
+        start = time.monotonic()
+        self.progress(f"{what} ...")
+        yield
+        self.progress(f"{what}: done in {time.monotonic() - start:.1f} s")
 
     def _stat_cache(self) -> Path:
         return self.root / "digests.jsonl"
@@ -96,6 +109,7 @@ class ArtefactCache:
             return dst
         with _locked(self.root / key / f".{name}.lock"):
             if not dst.exists():
-                builder(dst)
+                with self.step(f"building {name}"):
+                    builder(dst)
         os.utime(dst)  # most recently used
         return dst

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,8 +23,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+def _progress(config: pytest.Config) -> Callable[[str], None] | None:
+    """Long steps (merge, reshard, parity ranks) are told on an interactive terminal; in CI logs
+    (``CI`` set, output not a terminal, xdist workers, ``-q -q``) nothing is written."""
+    if hasattr(config, "workerinput") or os.environ.get("CI") or not sys.stdout.isatty() or config.option.verbose < -1:
+        return None
+
+    def tell(message: str) -> None:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if tr is None:
+            return
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            tr.write_line(f"pytest-vla: {message}", cyan=True)
+
+    return tell
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    session = VLASession(read_options(config))
+    session = VLASession(read_options(config), progress=_progress(config))
     config.stash[SESSION_KEY] = session
     for area, description in AREAS.items():
         config.addinivalue_line("markers", f"{area}: pytest-vla conformance area: {description}")

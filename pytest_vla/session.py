@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -58,6 +59,7 @@ class VLASession:
     results: Results = field(default_factory=lambda: Results(tuple(AREAS)))
     interrupted: str | None = None  # why the run stopped early, if it did
     not_checked: str = "deselected"  # why an area with no collected check was not checked
+    progress: Callable[[str], None] | None = None  # where long steps are told (a terminal only)
 
     @property
     def active(self) -> bool:
@@ -73,7 +75,7 @@ class VLASession:
 
     @property
     def cache(self) -> ArtefactCache:
-        return ArtefactCache(self.options.cache_dir)
+        return ArtefactCache(self.options.cache_dir, self.progress)
 
     def summary(self) -> dict[str, Tally]:
         tallies: dict[str, Tally] = {a: Tally() for a in AREAS}

@@ -1,17 +1,26 @@
 """Preprocessing snapshots: a syrupy extension for tensors, readable on disk and in a diff.
 
-A snapshot is a text file: a JSON header (the release version that recorded it, the library
-versions, the processor config flattened to ``key: value``), then one entry per output:
+A snapshot is a text file laid out so that a changed value shows as a changed line in a code
+review: a JSON header over several lines (the release version that recorded it, the library
+versions, the processor config), then one entry per output, one line per row of its last
+dimension (wrapped at 32 values), each line starting with the index of its first value:
 
+    # pytest-vla preprocessing snapshot
+    {
+      "case": "image_red",
+      ...
+    }
     input_ids: int64 [1, 42] exact
-      101 7 7 9 ...
-    pixel_values: float32 [1, 3, 32, 32] q8 lo=-1.0 hi=1.0
-      <base64 of 8-bit levels>
+      (0, 0) 101 7 7 9 ...
+    pixel_values: float32 [1, 3, 32, 32] q8 lo=-1.0 hi=1.0 hex
+      (0, 0, 0, 0) 00 1f 2a ...
 
-Integer tensors compare exactly. Float tensors compare strictly in dtype and shape and within
-one 8-bit level of the recorded range (an interpolation or antialias change is tens of levels).
-A mismatch is reported as: what differs (shape/dtype, how many elements, max abs/rel error and
-where) and which processor config keys changed since the snapshot was recorded.
+Integer tensors compare exactly. Float tensors are stored as 8-bit levels of their recorded
+range (two hex digits each, exact), and compare strictly in dtype and shape and within one level
+(an interpolation or antialias change is tens of levels). A mismatch is reported as: what differs
+(shape/dtype, how many elements, max abs/rel error and where) and which processor config keys
+changed since the snapshot was recorded. Snapshots in the first layout (a one-line header,
+base64 levels, 32 integers a line) still read.
 """
 
 from __future__ import annotations
@@ -35,8 +44,7 @@ __all__ = ["SnapshotData", "serialize", "parse", "compare", "load_snapshot", "sn
 SNAPSHOT_SUFFIX: Final = ".vla.txt"
 
 _LEVELS: Final = 255
-_WRAP: Final = 96
-_INTS_PER_LINE: Final = 32
+_PER_LINE: Final = 32  # values per body line
 
 
 @dataclass
@@ -99,38 +107,59 @@ def _quantize(flat: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(np.rint((flat - lo) / step), 0, _LEVELS).astype(np.uint8)
 
 
+def _rows(values: list[str], shape: tuple[int, ...]) -> list[str]:
+    """``values`` (flattened ``shape``) as lines: one row of the last dimension each, wrapped at
+    _PER_LINE, prefixed with the index of the line's first value."""
+    width = shape[-1] if shape else 1
+    lines = []
+    for row in range(0, len(values), width or 1):
+        for i in range(row, row + max(width, 1), _PER_LINE):
+            chunk = values[i : min(i + _PER_LINE, row + max(width, 1))]
+            if chunk:
+                lines.append(f"  {_where(i, shape)} " + " ".join(chunk))
+    return lines
+
+
 def serialize(data: SnapshotData) -> str:
-    lines = ["# pytest-vla preprocessing snapshot", json.dumps(data.header, sort_keys=True, ensure_ascii=False)]
+    header = json.dumps(data.header, sort_keys=True, ensure_ascii=False, indent=2)
+    lines = ["# pytest-vla preprocessing snapshot", *header.splitlines()]
     for name in sorted(data.outputs):
         e = _entry(name, data.outputs[name])
         if e.kind == "json":
             lines.append(f"{name}: json {json.dumps(e.value, sort_keys=True, ensure_ascii=False)}")
         elif e.kind == "exact":
             lines.append(f"{name}: {e.dtype} {list(e.shape)} exact")
-            for i in range(0, len(e.ints), _INTS_PER_LINE):
-                lines.append("  " + " ".join(str(x) for x in e.ints[i : i + _INTS_PER_LINE]))
+            lines.extend(_rows([str(x) for x in e.ints], e.shape))
         else:
-            lines.append(f"{name}: {e.dtype} {list(e.shape)} q8 lo={e.lo!r} hi={e.hi!r}")
-            text = base64.b64encode(e.levels).decode()
-            lines.extend("  " + text[i : i + _WRAP] for i in range(0, len(text), _WRAP))
+            lines.append(f"{name}: {e.dtype} {list(e.shape)} q8 lo={e.lo!r} hi={e.hi!r} hex")
+            lines.extend(_rows([f"{x:02x}" for x in e.levels], e.shape))
     return "\n".join(lines) + "\n"
+
+
+def _values(line: str) -> str:
+    """A body line without its ``(i, j, ...)`` index prefix."""
+    line = line.strip()
+    return line.partition(") ")[2] if line.startswith("(") else line
 
 
 def parse(text: str) -> tuple[dict[str, Any], dict[str, _Entry]]:
     lines = text.splitlines()
     if len(lines) < 2 or not lines[0].startswith("# pytest-vla"):
         raise ValueError("not a pytest-vla snapshot")
-    header = json.loads(lines[1])
+    if lines[1] == "{":  # the header over several lines, up to its closing brace
+        end = lines.index("}", 1) if "}" in lines else len(lines) - 1
+        header, i = json.loads("\n".join(lines[1 : end + 1])), end + 1
+    else:  # the first layout: one line
+        header, i = json.loads(lines[1]), 2
     if not isinstance(header, dict):
         raise ValueError("the header is not a JSON object")
     entries: dict[str, _Entry] = {}
-    i = 2
     while i < len(lines):
         name, _, rest = lines[i].partition(": ")
         i += 1
         body = []
         while i < len(lines) and lines[i].startswith("  "):
-            body.append(lines[i].strip())
+            body.append(_values(lines[i]))
             i += 1
         if rest.startswith("json "):
             entries[name] = _Entry(name, "json", value=json.loads(rest[5:]))
@@ -145,8 +174,12 @@ def parse(text: str) -> tuple[dict[str, Any], dict[str, _Entry]]:
             _check_count(name, len(ints), shape)
             entries[name] = _Entry(name, "exact", dtype, shape, ints=ints)
         else:
-            fields = dict(kv.split("=", 1) for kv in tail.split()[1:])
-            levels = base64.b64decode("".join(body), validate=True)
+            words = tail.split()[1:]
+            fields = dict(kv.split("=", 1) for kv in words if "=" in kv)
+            if "hex" in words:
+                levels = bytes(int(x, 16) for line in body for x in line.split())
+            else:  # the first layout
+                levels = base64.b64decode("".join(body), validate=True)
             _check_count(name, len(levels), shape)
             entries[name] = _Entry(
                 name, "q8", dtype, shape, levels=levels, lo=float(fields["lo"]), hi=float(fields["hi"])

@@ -249,3 +249,23 @@ def test_artefacts_built_by_another_converter_are_not_reused(tmp_path, monkeypat
     assert cache.digest(release) == before
     monkeypatch.setattr(cache_module, "converter_digest", lambda: "another converter")
     assert cache.digest(release) != before
+
+
+def test_long_steps_are_told_on_a_terminal_and_not_in_ci_logs(pytester, tmp_path, monkeypatch):
+    from pytest_vla.cache import ArtefactCache
+    from pytest_vla.plugin import _progress
+
+    told: list[str] = []
+    cache = ArtefactCache(tmp_path / "c", progress=told.append)
+    cache.build("k", "merged", lambda dst: dst.mkdir(parents=True))
+    cache.build("k", "merged", lambda dst: pytest.fail("built twice"))  # cached: not built, not told
+    assert told[0] == "building merged ..." and told[1].startswith("building merged: done in ") and len(told) == 2
+    config = pytester.parseconfig()
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.delenv("CI", raising=False)
+    assert _progress(config) is not None
+    monkeypatch.setenv("CI", "true")
+    assert _progress(config) is None  # CI logs stay quiet
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert _progress(config) is None  # piped to a file

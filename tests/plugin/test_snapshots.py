@@ -57,14 +57,36 @@ def test_missing_and_extra_outputs():
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda t: t.replace("[3] exact\n  1 2 3", "[3] exact\n  1 2"), "ids: 2 values recorded for shape [3]"),
+        (
+            lambda t: t.replace("[3] exact\n  (0,) 1 2 3", "[3] exact\n  (0,) 1 2"),
+            "ids: 2 values recorded for shape [3]",
+        ),
         (lambda t: t.replace("[3] exact", "[-3] exact"), "ids: shape [-3] is not a list of sizes"),
         (lambda t: t.replace("q8 lo=", "q8 low="), "'lo'"),
-        (lambda t: re.sub(r"(q8 lo=\S+ hi=\S+\n  )\S+", r"\1AAAA", t), "x: 3 values recorded for shape [2, 3]"),
-        (lambda t: re.sub(r"(q8 lo=\S+ hi=\S+\n  )\S", r"\1*", t), "Only base64 data is allowed"),
-        (lambda t: re.sub(r"snapshot\n\{.*\}\n", "snapshot\n[1]\n", t), "the header is not a JSON object"),
+        (lambda t: t.replace("  (1, 0) 99 cc ff\n", ""), "x: 3 values recorded for shape [2, 3]"),
+        (lambda t: t.replace("(1, 0) 99 cc ff", "(1, 0) 99 cc fg"), "invalid literal for int() with base 16"),
+        (lambda t: t.replace("(1, 0) 99 cc ff", "(1, 0) 99 cc 1ff"), "bytes must be in range(0, 256)"),
+        (
+            lambda t: t.replace(" hex\n  (0, 0) 00 33 66\n  (1, 0) 99 cc ff", "\n  *AAA"),
+            "Only base64 data is allowed",
+        ),
+        (
+            lambda t: re.sub(r"snapshot\n\{.*?\n\}\n", "snapshot\n[1]\n", t, flags=re.S),
+            "the header is not a JSON object",
+        ),
+        (lambda t: t.replace('\n  "release_version"', "\n  release_version"), "Expecting property name"),
     ],
-    ids=["value-missing", "negative-size", "range-key-renamed", "levels-cut", "levels-not-base64", "header-a-list"],
+    ids=[
+        "value-missing",
+        "negative-size",
+        "range-key-renamed",
+        "levels-cut",
+        "level-not-hex",
+        "level-over-255",
+        "first-layout-levels-not-base64",
+        "header-a-list",
+        "header-not-json",
+    ],
 )
 def test_damaged_snapshot_files_are_refused_naming_the_file(tmp_path, damage, message):
     from vla_reference.errors import MalformedFileError
@@ -103,3 +125,41 @@ def test_snapshot_images_of_a_changed_image_only():
     pixels = {(x, y): diff.getpixel((x, y)) for x in range(8) for y in range(8)}
     changed = {xy for xy, v in pixels.items() if max(v) > 0}
     assert changed == {(x, y) for x in (2, 3) for y in (2, 3)}, sorted(changed)
+
+
+def test_a_changed_value_is_one_changed_line():
+    """In a code review a changed pixel or token shows as one changed line, at its index."""
+    img = torch.linspace(-1, 1, 3 * 4 * 40).reshape(1, 3, 4, 40)
+    ids = torch.arange(50).reshape(1, 50)
+    other, other_ids = img.clone(), ids.clone()
+    other[0, 1, 2, 35] = -1.0  # the range stays the same: only that level changes
+    other_ids[0, 40] = 7
+    a = snap(pixel_values=img, input_ids=ids).splitlines()
+    b = snap(pixel_values=other, input_ids=other_ids).splitlines()
+    changed = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+    assert len(a) == len(b) and len(changed) == 2, changed
+    assert changed[0][0].startswith("  (0, 32) ") and changed[1][0].startswith("  (0, 1, 2, 32) "), changed
+    assert all(len(line) <= 120 for line in a)
+    header = a[1 : a.index("}") + 1]
+    assert len(header) > 3 and header[0] == "{"  # one key a line
+
+
+def test_the_first_layout_still_reads():
+    """A snapshot written before the line-per-row layout (one-line header, base64) parses to the same."""
+    import base64
+    import json
+
+    levels = bytes(range(0, 240, 20))
+    old = "\n".join(
+        [
+            "# pytest-vla preprocessing snapshot",
+            json.dumps({"release_version": "1.0.0", "processor_config": {"image": {"size": 32}}}),
+            "input_ids: int64 [1, 3] exact",
+            "  5 6 7",
+            "pixel_values: float32 [1, 3, 2, 2] q8 lo=-1.0 hi=1.0",
+            "  " + base64.b64encode(levels).decode(),
+        ]
+    )
+    header, entries = parse(old + "\n")
+    assert header["release_version"] == "1.0.0"
+    assert entries["input_ids"].ints == (5, 6, 7) and entries["pixel_values"].levels == levels
