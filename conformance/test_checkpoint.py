@@ -10,14 +10,14 @@ import torch
 
 from pytest_vla.cache import ArtefactCache
 from pytest_vla.findings import Findings
-from pytest_vla.fixtures import open_checkpoint
+from pytest_vla.fixtures import Checkpoint, open_checkpoint
 from pytest_vla.results import measure
 from pytest_vla.rules import rule
 from vla_reference import merge, read_json
 from vla_reference.converter import Layout, Split, compare_config, rule_for
 from vla_reference.errors import ReleaseError
 from vla_reference.hf import HFSource
-from vla_reference.megatron import MegatronSource, check_layout, write_megatron
+from vla_reference.megatron import MegatronSource, args_disagreements, check_layout, write_megatron
 from vla_reference.release import Release
 
 pytestmark = pytest.mark.checkpoint
@@ -43,8 +43,9 @@ def test_checkpoint_layout(vla_release: Release, vla_checkpoint_dir: Path) -> No
     "VLA-CKPT-002",
     fix="re-save the checkpoint from a consistent run: replicated parameters must be identical on every rank",
 )
-def test_replicated_tensors_identical(vla_release: Release, vla_checkpoint: MegatronSource) -> None:
-    """Replicated parameters (norms, router, shared K/V, EP replicas, tied head) agree on every rank."""
+def test_replicated_tensors_identical(vla_release: Release, vla_checkpoint: Checkpoint) -> None:
+    """Replicated parameters (norms, router, shared K/V, EP replicas, tied head) agree on every rank
+    (torch_dist stores one copy: its pieces must cover each tensor exactly once)."""
     findings = Findings("replicated tensors", vla_release.root)
     for key in vla_checkpoint.keys():
         try:
@@ -54,6 +55,15 @@ def test_replicated_tensors_identical(vla_release: Release, vla_checkpoint: Mega
         else:
             vla_checkpoint.release(rows)
     findings.check()
+
+
+_INT: Final = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's elements as integers of their width: equal exactly when bit-identical (two
+    identical NaNs are equal, 0.0 and -0.0 are not)."""
+    return t.contiguous().view(_INT[t.element_size()])
 
 
 def _compare_dirs(findings: Findings, merged: Path, shipped: Path, what: str) -> dict[str, float | str]:
@@ -93,14 +103,18 @@ def _compare_dirs(findings: Findings, merged: Path, shipped: Path, what: str) ->
                 key=name,
                 fix="re-run `vla-release merge` on the training checkpoint",
             )
-        elif not torch.equal(x, y):
-            diff = (x.float() - y.float()).abs()
+        elif not torch.equal(_bits(x), _bits(y)):
+            differs = _bits(x) != _bits(y)
+            # a NaN or inf on either side is an infinite difference (NaN compares unequal to all)
+            diff = torch.nan_to_num((x.float() - y.float()).abs(), nan=float("inf"))
+            diff = torch.where(differs, diff.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
             status[name] = float(diff.max())
             where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
+            nonfinite = int((~torch.isfinite(y.float())).sum())
             findings.add(
                 what,
-                f"{int((diff > 0).sum())} of {x.numel()} elements differ (max abs diff "
-                f"{diff.max().item():.4g} at {where})",
+                f"{int(differs.sum())} of {x.numel()} elements differ (max abs diff {diff.max().item():.4g} at {where})"
+                + (f"; {nonfinite} not finite in the shipped tensor" if nonfinite else ""),
                 "bit-identical to the merged checkpoint",
                 file=file,
                 key=name,
@@ -123,7 +137,7 @@ def test_merge_equals_shipped_model(
     findings.check()
 
 
-def _target_layout(name: str, src: MegatronSource) -> Layout | None:
+def _target_layout(name: str, src: Checkpoint) -> Layout | None:
     shipped = src.layout
     if name == "shipped":
         return Layout(tp=shipped.tp, pp=shipped.pp, ep=shipped.ep)
@@ -182,7 +196,7 @@ def _rank_tensors(src: MegatronSource, findings: Findings, other: MegatronSource
 def test_reshard_round_trip(
     target: str,
     vla_release: Release,
-    vla_checkpoint: MegatronSource,
+    vla_checkpoint: Checkpoint,
     vla_checkpoint_dir: Path,
     vla_merged_checkpoint: Path,
     vla_artefacts: ArtefactCache,
@@ -203,7 +217,8 @@ def test_reshard_round_trip(
     back = vla_artefacts.build(key, name + "-merged", lambda dst: merge(resharded, dst, fsync=False))
     status = _compare_dirs(findings, back, vla_merged_checkpoint, f"round trip at {layout.describe()}")
     measure(request.node, "round_trip", {layout.describe(): status})
-    if target == "shipped":
+    if target == "shipped" and isinstance(vla_checkpoint, MegatronSource):
+        # rank by rank; a torch_dist checkpoint is layout-free, it has no rank tensors to compare
         _rank_tensors(vla_checkpoint, findings, MegatronSource.open(resharded), "rank tensors")
     findings.check()
 
@@ -211,7 +226,7 @@ def test_reshard_round_trip(
 @rule(
     "VLA-CKPT-005", fix="make model/config.json describe the trained model (re-run merge), or correct the recorded args"
 )
-def test_config_agrees_with_args(vla_release: Release, vla_model_dir: Path, vla_checkpoint: MegatronSource) -> None:
+def test_config_agrees_with_args(vla_release: Release, vla_model_dir: Path, vla_checkpoint: Checkpoint) -> None:
     """config.json describes the model the training arguments describe."""
     findings = Findings("config.json vs training args", vla_release.root)
     cfg_path = vla_model_dir / "config.json"
@@ -230,4 +245,50 @@ def test_config_agrees_with_args(vla_release: Release, vla_model_dir: Path, vla_
             key=cfg_key,
             fix=f"regenerate config.json from the checkpoint (`vla-release merge`) or correct {cfg_key}",
         )
+    findings.check()
+
+
+def _in_release(release: Release, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(release.root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+@rule(
+    "VLA-CKPT-006",
+    fix="write arguments.json from the rank files' args: "
+    "`vla-release inspect checkpoint --args > checkpoint/iter_<N>/arguments.json`, then `vla-release manifest .`",
+)
+def test_arguments_json_agrees_with_rank_args(vla_release: Release, vla_checkpoint: Checkpoint) -> None:
+    """arguments.json beside the shards, where the rank files also record the args, is a JSON
+    object recording the same hyperparameters (tools that read only arguments.json build that model)."""
+    path = vla_checkpoint.ckpt.arguments_json
+    if path is None:
+        pytest.skip("no arguments.json in the checkpoint (optional: the rank files record the args)")
+    if vla_checkpoint.args_file == path:
+        pytest.skip("the args come from arguments.json alone (test_checkpoint_layout reads it)")
+    rel, checkpoint = (_in_release(vla_release, p) for p in (path, vla_checkpoint.ckpt.root))
+    fix = f"in the release: `vla-release inspect {checkpoint} --args > {rel} && vla-release manifest .`"
+    findings = Findings("arguments.json vs the rank files' args", vla_release.root)
+    try:
+        recorded = read_json(path)
+        if not isinstance(recorded, dict):
+            findings.add(
+                "arguments.json is not an object", type(recorded).__name__, "a JSON object", file=path, fix=fix
+            )
+            recorded = None
+    except ReleaseError as e:
+        findings.add("arguments.json unreadable", e.detail, "a JSON object of the training args", file=path, fix=fix)
+        recorded = None
+    if recorded is not None:
+        for name, in_rank, in_json in args_disagreements(vla_checkpoint.args, recorded):
+            findings.add(
+                f"{name} differs" if in_json is not None else f"arguments.json lacks {name}",
+                "not recorded" if in_json is None else repr(in_json),
+                f"{in_rank!r} as the rank files record it ({vla_checkpoint.args_file.name})",
+                file=path,
+                key=name,
+                fix=fix,
+            )
     findings.check()

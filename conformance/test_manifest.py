@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from vla_reference.release import (
     listed_names,
     mismatch_problems,
     mismatch_table,
+    remote_code,
     scan_release,
 )
 
@@ -62,6 +64,16 @@ def test_directory_is_a_release(vla_release: Release) -> None:
             ),
             "not a release",
         )
+
+
+@rule(
+    "VLA-MAN-007",
+    fix="remove auto_map from model/*.json and any code file from model/: a release loads in stock transformers",
+)
+def test_no_code_in_the_release(vla_release: Release, vla_model_dir: Path) -> None:
+    """No config asks for remote code (auto_map) and model/ holds no Python or native code: loading
+    the release runs nothing it ships (the plugin never passes trust_remote_code)."""
+    _report(Findings("code in the release", vla_release.root), remote_code(vla_model_dir))
 
 
 @rule("VLA-MAN-001", fix="regenerate release.json with `vla-release manifest <release>`")

@@ -11,6 +11,7 @@ import torch
 
 from pytest_vla.cache import ArtefactCache
 from pytest_vla.findings import Findings, FindingsFailed, fail
+from pytest_vla.fixtures import Checkpoint
 from pytest_vla.results import measure
 from pytest_vla.rules import rule
 from pytest_vla.session import VLASession
@@ -50,11 +51,25 @@ def _vocab_size(config_path: Path) -> int | None:
     return vocab if type(vocab) is int and vocab > 0 else None
 
 
+# a golden eval set is a handful of sequences; these bound the forward passes a hostile one can ask for
+MAX_EVAL_SEQUENCES: Final = 1024
+MAX_EVAL_TOKENS: Final = 262_144  # over all sequences
+
+
 def _parse_eval_set(data: Any, vocab: int | None) -> list[tuple[str, list[int]]]:
-    """(name, input_ids) of every sequence: token ids are integers the model's vocabulary holds."""
+    """(name, input_ids) of every sequence: token ids are integers the model's vocabulary holds,
+    within the bounds on sequences and tokens."""
     bound = vocab or 2**31
+    sequences = data["sequences"]
+    if not isinstance(sequences, list):
+        raise ValueError("sequences is not a list")
+    if len(sequences) > MAX_EVAL_SEQUENCES:
+        raise ValueError(f"{len(sequences)} sequences, over the limit of {MAX_EVAL_SEQUENCES}")
+    total = sum(len(s["input_ids"]) for s in sequences if isinstance(s, dict) and isinstance(s.get("input_ids"), list))
+    if total > MAX_EVAL_TOKENS:
+        raise ValueError(f"{total} tokens in all, over the limit of {MAX_EVAL_TOKENS}")
     out = []
-    for i, s in enumerate(data["sequences"]):
+    for i, s in enumerate(sequences):
         ids = s["input_ids"]
         if not (isinstance(ids, list) and ids and all(type(t) is int and 0 <= t < bound for t in ids)):
             raise ValueError(f"sequences[{i}].input_ids is not a non-empty list of token ids from 0 to {bound - 1}")
@@ -99,7 +114,7 @@ def _tolerance(session: VLASession, dtype: torch.dtype) -> Tolerance:
     )
 
 
-def _alt_layout(src: MegatronSource) -> Layout | None:
+def _alt_layout(src: Checkpoint) -> Layout | None:
     """A layout unlike the shipped one: wider TP (fewer query groups than ranks when possible), PP=1."""
     shipped = src.layout
     for tp in (shipped.tp * 2, shipped.tp * 4, 2 * src.arch.num_query_groups, 1):
@@ -226,7 +241,7 @@ def test_logit_parity(
                 )
             )
         if has_ckpt:
-            src: MegatronSource = request.getfixturevalue("vla_checkpoint")
+            src: MegatronSource = request.getfixturevalue("vla_rank_checkpoint")
             with vla_session.cache.step(f"parity: sharded forward at {src.layout.describe()}"):
                 sharded = sharded_logits(src, sequences)
             comparisons.append(

@@ -14,7 +14,7 @@ from pytest_vla.findings import Finding, Findings, FindingsFailed, fail
 from pytest_vla.results import measure
 from pytest_vla.rules import rule
 from pytest_vla.snapshots import extension_for
-from vla_reference import read_json
+from vla_reference import inside, read_json
 from vla_reference.errors import MalformedFileError, ReleaseError
 from vla_reference.preprocessing import (
     CASES,
@@ -72,8 +72,13 @@ def _load(model_dir: Path) -> Any:
     from transformers import AutoProcessor
 
     import vla_reference.processor  # noqa: F401 - registers the classes with transformers
+    from vla_reference.tokenizer import probe_tokenizer
 
-    return AutoProcessor.from_pretrained(model_dir)
+    loaded = AutoProcessor.from_pretrained(model_dir, trust_remote_code=False)
+    backend = getattr(getattr(loaded, "tokenizer", None), "backend_tokenizer", None)
+    if backend is not None:  # a tokenizer.json that makes tokenizers panic is refused here, naming it
+        probe_tokenizer(backend, model_dir / "tokenizer.json")
+    return loaded
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +110,8 @@ def test_processor_loads(vla_release: Release, vla_model_dir: Path) -> None:
             pytest.skip(f"a codebook does not match its SHA-256 (reported by test_codebooks_match_their_sha256): {e}")
         findings.add_error(e, "processor config invalid")
     except ReleaseError as e:
+        if e.path is None:  # the config reader names the key; the file is the processor config
+            e.path = vla_model_dir / "processor_config.json"
         findings.add_error(e, "processor config invalid")
     except Exception as e:  # noqa: BLE001 - transformers' own parsing of model/ (config.json...) failed
         findings.add(
@@ -338,8 +345,17 @@ def _codebook_problems(vla_model_dir: Path, config: dict[str, Any], findings: Fi
         cfg = config.get(section) or {}
         if not cfg.get(file_key):
             continue
-        path = vla_model_dir / cfg[file_key]
-        if not path.is_file():
+        path = inside(vla_model_dir, cfg[file_key])
+        if path is None:
+            findings.add(
+                "codebook named outside the model directory",
+                repr(cfg[file_key]),
+                "a file name in model/",
+                file=vla_model_dir / "processor_config.json",
+                key=f"{section}.{file_key}",
+                fix="ship the codebook in model/ and name it by its file name",
+            )
+        elif not path.is_file():
             findings.add("codebook missing", "absent", file=path, key=f"{section}.{file_key}", fix="ship the codebook")
         elif sha256_file(path) != cfg.get(hash_key):
             findings.add(

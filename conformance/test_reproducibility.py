@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from pytest_vla.findings import Findings
+from pytest_vla.fixtures import Checkpoint
 from pytest_vla.rules import rule
 from vla_reference import read_json
 from vla_reference.converter import arch_from_config
 from vla_reference.errors import ReleaseError
 from vla_reference.findings import Finding
-from vla_reference.megatron import MegatronSource
 from vla_reference.release import PARTS, Release
 from vla_reference.repro import (
     ENVIRONMENT_FILES,
@@ -75,7 +75,7 @@ def _release_config(release: Release, configs: Path, findings: Findings) -> tupl
         return None
 
 
-def _args_source(release: Release, checkpoint: MegatronSource) -> str:
+def _args_source(release: Release, checkpoint: Checkpoint) -> str:
     try:
         return f"the training args ({checkpoint.args_file.resolve().relative_to(release.root).as_posix()})"
     except ValueError:
@@ -108,7 +108,7 @@ def test_release_config_matches_model_config(vla_release: Release, vla_model_dir
 
 
 @rule("VLA-REPRO-003", fix="make this release's config file the run's (the training args)")
-def test_release_config_matches_training_args(vla_release: Release, vla_checkpoint: MegatronSource) -> None:
+def test_release_config_matches_training_args(vla_release: Release, vla_checkpoint: Checkpoint) -> None:
     """The config file of this release's size is the run's: architecture, parallel sizes, batch, schedule, precision."""
     configs = _part(vla_release, "configs")
     found = _release_config(vla_release, configs, Findings("", vla_release.root))
@@ -146,9 +146,17 @@ def test_dockerfile_pinned(vla_release: Release) -> None:
     _report(findings, problems)
 
 
-def _script(release: Release) -> Path:
+def _script(release: Release, *, reported_by: str | None = None) -> Path:
+    """The launch script; a script named outside the release fails here, or skips when
+    ``reported_by`` (another check) fails on it."""
     manifest = _manifest(release)
-    path = launch_script(release.root, manifest)
+    try:
+        path = launch_script(release.root, manifest)
+    except ReleaseError as e:
+        if reported_by is not None:
+            # Why skip: the check named fails on this, naming release.json's key.
+            pytest.skip(f"the launch script is named outside the release (reported by {reported_by})")
+        Findings("launch script", release.root).fail_on(e, "launch script outside the release")
     if not manifest.get("launch_script") and release.part("scripts") is None:
         # Why skip: scripts/ is an optional part and the manifest names no launch script.
         pytest.skip(f"no launch scripts at {release.root / 'scripts'} (optional part)")
@@ -168,9 +176,9 @@ def test_launch_script_runs(vla_release: Release) -> None:
 
 
 @rule("VLA-REPRO-006", fix="launch with the checkpoint's parallel sizes and architecture")
-def test_launch_script_matches_training_args(vla_release: Release, vla_checkpoint: MegatronSource) -> None:
+def test_launch_script_matches_training_args(vla_release: Release, vla_checkpoint: Checkpoint) -> None:
     """The launch script runs with the checkpoint's parallel sizes (and its architecture, where it sets it)."""
-    path = _script(vla_release)
+    path = _script(vla_release, reported_by="test_launch_script_runs")
     if not path.is_file():
         pytest.skip(f"no launch script at {path} (reported by test_launch_script_runs)")
     expected = expected_flags(vla_checkpoint.arch, vla_checkpoint.layout)

@@ -88,12 +88,17 @@ def hf_tokenizer(vla_tokenizer_package: TokenizerPackage, request: pytest.Fixtur
     ),
 )
 def test_transformers_loads_the_tokenizer(
-    vla_tokenizer_package: TokenizerPackage, request: pytest.FixtureRequest
+    vla_release: Release, vla_tokenizer_package: TokenizerPackage, request: pytest.FixtureRequest
 ) -> None:
-    """transformers.AutoTokenizer loads the package (when every file of it is present and parses)."""
+    """tokenizers and transformers.AutoTokenizer load the package and encode with it without
+    crashing (when every file of it is present and parses)."""
     if missing_files(vla_tokenizer_package):
         # Why skip: test_package_complete fails on the missing or unreadable file, naming it.
         pytest.skip("the tokenizer package is incomplete or unreadable (reported by test_package_complete)")
+    try:
+        vla_tokenizer_package.load()  # tokenizer.json alone, as a non-transformers runtime loads it
+    except ReleaseError as e:
+        Findings("tokenizer package", vla_release.root).fail_on(e, "tokenizers cannot use it")
     request.getfixturevalue("vla_tokenizer")  # fails naming the directory and transformers' error
 
 

@@ -89,7 +89,8 @@ class ArtefactCache:
             files = [top] if top.is_file() else [top / r for r in release_files(top)]
             for f in files:
                 st = f.stat()
-                stat_key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+                # ctime too: an in-place edit with its mtime restored still changes it (it cannot be set)
+                stat_key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
                 digest = known.get(stat_key)
                 if digest is None:
                     digest = sha256_file(f)

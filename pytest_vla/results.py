@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import pytest
 
+from vla_reference.errors import ReleaseError
 from vla_reference.findings import Finding
 
 from .findings import FindingsFailed
@@ -56,18 +58,28 @@ class CheckResult:
         }
 
 
+def _release_root(item: pytest.Item) -> Path | None:
+    from .session import SESSION_KEY
+
+    session = item.config.stash.get(SESSION_KEY, None)
+    return session.options.release if session is not None else None
+
+
 def measure(item: pytest.Item, key: str, value: Any) -> None:
     """Record a value a check measured (JSON-serializable) for the reports; dicts measured under
     one key are merged."""
     item.user_properties.append((MEASURED, (key, value)))
 
 
-def _findings_of(excinfo: pytest.ExceptionInfo[BaseException], text: str, fix: str) -> list[dict[str, Any]]:
-    """The failure's findings; an exception that carries none (an assertion, an error in a fixture
-    of another plugin) is one finding: its first line, and the rule's fix."""
+def _findings_of(
+    excinfo: pytest.ExceptionInfo[BaseException], text: str, fix: str, root: Path | None
+) -> list[dict[str, Any]]:
+    """The failure's findings, their files relative to the release (``root``) where inside it; an
+    exception that carries none (an assertion, an error in a fixture of another plugin) is one
+    finding: its first line, and the rule's fix."""
     value = excinfo.value
     if isinstance(value, FindingsFailed):
-        return [f.as_dict(value.root) for f in value.findings]
+        return [f.as_dict(value.root or root) for f in value.findings]
     first = (text.strip().splitlines() or [type(value).__name__])[0]
     return [Finding(what=type(value).__name__, observed=first, fix=fix or None).as_dict()]
 
@@ -90,8 +102,18 @@ class Results:
         if call.when == "setup":
             rep.user_properties.extend([(RULE, rule_id), (FIX, fix)])
         if rep.failed and call.excinfo is not None:
+            value = call.excinfo.value
+            if isinstance(value, ReleaseError) and not isinstance(value, FindingsFailed):
+                # a library error no check caught (a hostile file met where none was expected):
+                # the finding it carries, not a traceback
+                root = _release_root(item)
+                finding = Finding.from_error(value, "release file unreadable")
+                rep.longrepr = f"{finding.render(root)}"
+                rep.user_properties.append((FINDINGS, [finding.as_dict(root)]))
+                rep.longrepr = f"[{rule_id}] {rep.longrepr}"
+                return
             text = str(rep.longrepr)
-            rep.user_properties.append((FINDINGS, _findings_of(call.excinfo, text, fix)))
+            rep.user_properties.append((FINDINGS, _findings_of(call.excinfo, text, fix, _release_root(item))))
             rep.longrepr = f"[{rule_id}] {text}"
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -8,6 +8,7 @@ same record. Rendered: ``<what>: <observed>, expected <expected> [<file>:<line>:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,11 @@ class Finding:
         if self.path is None:
             return None
         if root is not None:
+            # the path's own parent resolved, not the file: a link in the release is named where
+            # it lies, not by where it points
+            path = Path(os.path.abspath(self.path))
             try:
-                return self.path.resolve().relative_to(root.resolve()).as_posix()
+                return (path.parent.resolve() / path.name).relative_to(root.resolve()).as_posix()
             except ValueError:
                 pass
         return str(self.path)

@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
-from ..errors import MalformedFileError
+from .._fs import read_text
 from ..findings import Finding
 from ._markdown import Block, Document, parse_document, title_variants, words
 from ._rules import (
@@ -47,6 +47,8 @@ __all__ = [
 CARD_NAMES: Final = ("README.md", "MODEL_CARD.md")
 # what lint_card checks; the release cross-checks of card_release add their own names
 CHECKS: Final = ("front_matter", "section", "placeholder", "license", "release_date")
+# The longest real cards are ~100 KB of Markdown; ten times that is refused unread.
+MAX_CARD_BYTES: Final = 1 << 20
 PRESENT: Final = "present"
 MISSING: Final = "missing"
 PLACEHOLDER: Final = "placeholder"
@@ -215,12 +217,9 @@ def parse_card(text: str, path: Path | None = None) -> ModelCard:
 
 
 def read_card(path: Path) -> ModelCard:
-    """Read and parse a card file; MalformedFileError if it cannot be read as UTF-8 text."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise MalformedFileError(f"cannot read the model card: {e}", path=path, fix="save it as UTF-8 text") from e
-    return parse_card(text, path)
+    """Read and parse a card file; MalformedFileError if it cannot be read as UTF-8 text, is not a
+    regular file, or is larger than MAX_CARD_BYTES (the linter's work stays bounded)."""
+    return parse_card(read_text(path, max_bytes=MAX_CARD_BYTES, what="model card"), path)
 
 
 @dataclass(frozen=True)

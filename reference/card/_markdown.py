@@ -23,6 +23,8 @@ from typing import Any, Final
 
 import yaml
 
+from .._yaml import NoAliasLoader
+
 __all__ = [
     "Block",
     "Document",
@@ -85,8 +87,9 @@ class FrontMatterError(ValueError):
         self.line = line
 
 
-class _TextLoader(yaml.SafeLoader):
-    """SafeLoader that keeps numbers and dates as the text people wrote (``1.10`` stays ``"1.10"``)."""
+class _TextLoader(NoAliasLoader):
+    """SafeLoader without aliases that keeps numbers and dates as the text people wrote (``1.10``
+    stays ``"1.10"``)."""
 
 
 _KEEP_AS_TEXT: Final = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"}

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ReleaseError
+from ..errors import LayoutError, ReleaseError
 from ..hf._safetensors import parse_size
 from ._metadata import add_card_parser, add_manifest_parser, run_card, run_manifest
 
@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="layout, hyperparameters and per-key shapes and split rules")
     i.add_argument("src", type=Path)
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument(
+        "--args",
+        action="store_true",
+        help="print only the training arguments the checkpoint records, as arguments.json holds them",
+    )
     vocab_opts(i)
     add_card_parser(sub)
     add_manifest_parser(sub)
@@ -114,6 +119,16 @@ def _inspect(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     from ..megatron._legacy import MegatronSource
 
     src = open_source(args.src, vocab_size=args.vocab_size, tokenizer=args.tokenizer)
+    if args.args:
+        from ..megatron import args_record
+
+        recorded = getattr(src, "args", None)
+        if recorded is None:
+            raise LayoutError(
+                f"{args.src} is not a Megatron checkpoint: it records no training arguments", path=args.src
+            )
+        out(json.dumps(args_record(recorded), indent=2, sort_keys=True))
+        return
     info = describe_source(src)
     rows: list[dict[str, Any]] = []
     from ..converter._split_rules import rule_for

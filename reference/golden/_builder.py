@@ -109,7 +109,7 @@ def _processor(tok_dir: Path, seed: int) -> Any:
 
     from ..processor import reference_processor
 
-    return reference_processor(AutoTokenizer.from_pretrained(tok_dir), seed=seed)
+    return reference_processor(AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False), seed=seed)
 
 
 def _record_snapshots(model_dir: Path, root: Path, version: str) -> None:
@@ -120,7 +120,7 @@ def _record_snapshots(model_dir: Path, root: Path, version: str) -> None:
     from ..preprocessing._snapshot import serialize
     from ..processor import PROCESSOR_CONFIG
 
-    processor = AutoProcessor.from_pretrained(model_dir)
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=False)
     config = json.loads((model_dir / PROCESSOR_CONFIG).read_text())
     for case in CASES:
         f = snapshot_file(root, case)

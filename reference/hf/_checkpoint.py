@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .._fs import atomic_dir, read_json
+from .._fs import atomic_dir, inside, read_json
 from ..converter._families import Family, arch_from_config, family_for_arch
 from ..converter._model import Layout
 from ..converter._pages import FileMappings
@@ -245,6 +245,40 @@ def _produce(src: Source, family: Family, unit: _Unit) -> Iterator[Rows]:
     yield from km.codec.to_hf(src.arch, src.get(unit.canonical))
 
 
+def read_weight_map(model_dir: Path) -> dict[str, Path]:
+    """The safetensors index's ``weight_map`` as tensor name -> shard path, every shard a plain
+    file name in ``model_dir`` (an absolute name, ``../``, a subdirectory or a link that leaves the
+    directory is refused, never opened).
+
+    Raises:
+        MalformedFileError: The index is not a JSON object with a ``weight_map`` of names to
+            file names, or a shard name leaves the directory; naming the index and the key.
+    """
+    index = model_dir / INDEX
+    data = read_json(index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict):
+        raise MalformedFileError(
+            "no weight_map object", path=index, key="weight_map", fix="write the index as save_pretrained does"
+        )
+    out: dict[str, Path] = {}
+    for key, fname in weight_map.items():
+        if not isinstance(fname, str):
+            raise MalformedFileError(
+                f"shard name {fname!r} is not a string", path=index, key=f"weight_map.{key}", fix="name the shard file"
+            )
+        file = inside(model_dir, fname) if "/" not in fname and "\\" not in fname else None
+        if file is None or file.parent != model_dir.resolve():
+            raise MalformedFileError(
+                f"shard name {fname!r} leaves the model directory",
+                path=index,
+                key=f"weight_map.{key}",
+                fix="name shards by their file names in the model directory",
+            )
+        out[key] = file
+    return out
+
+
 class HFSource(ReadUpFront, InFileMappings):
     """A Hugging Face directory (config.json + safetensors) as canonical parameters."""
 
@@ -265,19 +299,16 @@ class HFSource(ReadUpFront, InFileMappings):
         self.pages = FileMappings()
         self._files: dict[str, SafetensorsFile] = {}
         self._where: dict[str, SafetensorsFile] = {}
-        index = path / "model.safetensors.index.json"
+        index = path / INDEX
         if index.is_file():
-            data = read_json(index)
-            weight_map = data.get("weight_map") if isinstance(data, dict) else None
-            if not isinstance(weight_map, dict):
-                raise MalformedFileError("no weight_map", path=index, key="weight_map")
-            for fname in sorted(set(weight_map.values())):
-                if "/" in fname or fname.startswith("."):
-                    raise MalformedFileError(f"shard name {fname!r} leaves the directory", path=index)
-                self._open(path / fname)
-            for key, fname in weight_map.items():
-                if key not in self._files[fname]:
-                    raise MalformedFileError(f"index names {fname} but the tensor is not there", path=index, key=key)
+            shards = read_weight_map(path)
+            for file in sorted(set(shards.values())):
+                self._open(file)
+            for key, file in shards.items():
+                if key not in self._files[file.name]:
+                    raise MalformedFileError(
+                        f"index names {file.name} but the tensor is not there", path=index, key=key
+                    )
         elif (path / SINGLE).is_file():
             self._open(path / SINGLE)
         else:

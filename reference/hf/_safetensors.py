@@ -128,7 +128,7 @@ class SafetensorsFile:
                     raise MalformedFileError(f"header length {n} exceeds the file", path=path, fix="re-copy the file")
                 header = json.loads(f.read(n))
                 self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
             raise MalformedFileError(f"not a safetensors file: {e}", path=path, fix="re-copy the file") from e
         if not isinstance(header, dict):
             raise MalformedFileError("header is not a JSON object", path=path)

@@ -2,7 +2,7 @@
 and torch_dist writers, the safe unpicklers.
 """
 
-from ._args import HYPERPARAMETER_ARGS, arch_from_args, layout_from_args
+from ._args import HYPERPARAMETER_ARGS, arch_from_args, args_disagreements, args_record, layout_from_args
 from ._checkpoint_dir import CheckpointDir, find_checkpoint
 from ._dcp_metadata import read_dcp_metadata
 from ._legacy import MegatronSource
@@ -16,6 +16,8 @@ __all__ = [
     "arch_from_args",
     "layout_from_args",
     "HYPERPARAMETER_ARGS",
+    "args_disagreements",
+    "args_record",
     "CheckpointDir",
     "find_checkpoint",
     "MegatronSource",

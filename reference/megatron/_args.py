@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -19,7 +20,7 @@ from ..converter._model import DTYPES, Arch, Layout, padded_vocab_size
 from ..converter._params import MAX_COUNT, Params, check_relations
 from ..errors import LayoutError, UnsupportedModelError
 
-__all__ = ["arch_from_args", "layout_from_args", "HYPERPARAMETER_ARGS"]
+__all__ = ["arch_from_args", "layout_from_args", "HYPERPARAMETER_ARGS", "args_record", "args_disagreements"]
 
 
 # Arguments that change what the model computes in ways no stock class reproduces, with the
@@ -305,3 +306,31 @@ def _literal_pattern(text: str, source: Path) -> int | list[int]:
     if not isinstance(result, (int, list)):
         raise LayoutError(f"moe_layer_freq {text!r} is not a list pattern", path=source, key="moe_layer_freq")
     return result
+
+
+def args_record(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The training arguments as ``arguments.json`` holds them: JSON values, types by name
+    (``torch.float32`` as ``"torch.float32"``), keys sorted.
+
+    Example:
+        >>> import torch
+        >>> args_record({"num_layers": 2, "params_dtype": torch.bfloat16})
+        {'num_layers': 2, 'params_dtype': 'torch.bfloat16'}
+    """
+    return json.loads(json.dumps(dict(args), default=str, sort_keys=True))
+
+
+def args_disagreements(recorded: Mapping[str, Any], other: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(name, in recorded, in other)`` for each hyperparameter ``recorded`` sets that ``other``
+    lacks (``None`` there) or sets differently (compared as JSON values).
+
+    Example:
+        >>> args_disagreements({"num_layers": 2, "lr": 1e-3}, {"num_layers": 4})
+        [('num_layers', 2, 4)]
+    """
+    a, b = args_record(recorded), args_record(other)
+    return [
+        (name, a[name], b.get(name))
+        for name in sorted(HYPERPARAMETER_ARGS & a.keys())
+        if a[name] is not None and (name not in b or b[name] != a[name])
+    ]

@@ -41,7 +41,7 @@ def _read_tracker(path: Path) -> int | None:
     text = path.read_text(encoding="utf-8", errors="replace").strip()
     if text == "release":
         return None
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True, int("²") fails
         raise MalformedFileError(
             f"tracker holds {text[:40]!r}, expected an iteration number or 'release'",
             path=path,

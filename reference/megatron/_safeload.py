@@ -167,7 +167,28 @@ def _load_expecting(path: Path, meta: bool, expect: Sequence[str]) -> LoadedPick
         return None
 
 
+def _refuse_inflation(path: Path) -> None:
+    """A zip checkpoint whose entries are compressed, or declare more bytes than the file holds, is
+    refused before torch reads it: torch.save writes every entry stored, so either is a
+    decompression bomb (a 7 MB file that inflates to GiBs), not a checkpoint."""
+    if not _is_zip(path):
+        return
+    size = path.stat().st_size
+    with zipfile.ZipFile(path) as z:
+        infos = z.infolist()
+    compressed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    declared = sum(i.file_size for i in infos)
+    if compressed or declared > size:
+        what = f"compressed entries ({', '.join(compressed[:3])})" if compressed else f"entries of {declared} bytes"
+        raise MalformedFileError(
+            f"{what} in a {size}-byte checkpoint: torch.save writes every entry stored, so this would inflate",
+            path=path,
+            fix="re-save the checkpoint with torch.save",
+        )
+
+
 def _torch_load(path: Path, meta: bool) -> Any:
+    _refuse_inflation(path)
     if meta:
         return torch.load(path, map_location="meta", weights_only=True)
     return torch.load(path, map_location="cpu", mmap=True, weights_only=True)

@@ -181,9 +181,10 @@ def parse(text: str) -> tuple[dict[str, Any], dict[str, _Entry]]:
             else:  # the first layout
                 levels = base64.b64decode("".join(body), validate=True)
             _check_count(name, len(levels), shape)
-            entries[name] = _Entry(
-                name, "q8", dtype, shape, levels=levels, lo=float(fields["lo"]), hi=float(fields["hi"])
-            )
+            lo, hi = float(fields["lo"]), float(fields["hi"])
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                raise ValueError(f"{name}: range lo={lo!r} hi={hi!r} is not two finite numbers, lo <= hi")
+            entries[name] = _Entry(name, "q8", dtype, shape, levels=levels, lo=lo, hi=hi)
     return header, entries
 
 
@@ -202,7 +203,13 @@ def load_snapshot(path: Path) -> tuple[str, dict[str, Any], dict[str, _Entry]]:
     try:
         text = path.read_bytes().decode("utf-8")
         header, entries = parse(text)
-    except (ValueError, KeyError, IndexError, binascii.Error) as e:  # UnicodeDecodeError, JSONDecodeError too
+    except (
+        ValueError,
+        KeyError,
+        IndexError,
+        RecursionError,
+        binascii.Error,
+    ) as e:  # UnicodeDecodeError, JSONDecodeError too
         raise MalformedFileError(
             f"unreadable snapshot: {e}",
             path=path,
@@ -236,10 +243,11 @@ def _compare_entry(got: _Entry, want: _Entry) -> str | None:
     err = np.abs(got_values - recorded)
     # one level of the recorded range, plus the rounding of both sides to their 8-bit levels
     allowed = 1.5 * step + 0.5 * got_step + 1e-9 * np.abs(recorded)
-    bad = np.nonzero(err > allowed)[0]
+    # NaN (a computed output that is not finite) is never within tolerance
+    bad = np.nonzero(~(err <= allowed))[0]
     if not bad.size:
         return None
-    worst = int(err.argmax())
+    worst = int(np.nan_to_num(err, nan=np.inf).argmax())
     rel = float(err[worst] / max(abs(recorded[worst]), 1e-12))
     return (
         f"{want.name}: {bad.size} of {err.size} values off by more than one 8-bit level "

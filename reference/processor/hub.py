@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from transformers.utils.hub import cached_file
 
+from .._fs import inside
 from .errors import CodebookError
 
 __all__ = ["hub_kwargs", "resolve_file", "CodebookLoader"]
@@ -30,6 +31,14 @@ def resolve_file(pretrained: str | os.PathLike[str], filename: str, kwargs: Mapp
     """
     if Path(pretrained).is_file():  # from_pretrained("dir/processor_config.json"): look beside it
         pretrained = str(Path(pretrained).parent)
+    if Path(pretrained).is_dir():  # a local directory: the codebook is its own file, never one outside it
+        local = inside(Path(pretrained), filename)
+        if local is None:
+            raise CodebookError(
+                f"the config names a codebook outside the model directory: {filename!r}",
+                path=Path(pretrained),
+                fix="ship the codebook in the model directory and name it by its file name",
+            )
     try:
         found = cached_file(str(pretrained), filename, _raise_exceptions_for_missing_entries=False, **kwargs)
     except OSError as e:

@@ -2,6 +2,7 @@
 and the bump a change requires).
 """
 
+from ._code import CODE_SUFFIXES, remote_code
 from ._manifest import (
     MANIFEST,
     FileMismatch,
@@ -37,6 +38,8 @@ from ._versioning import (
 )
 
 __all__ = [
+    "CODE_SUFFIXES",
+    "remote_code",
     "MANIFEST",
     "FileMismatch",
     "Listed",

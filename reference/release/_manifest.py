@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-from .._fs import MANIFEST, atomic_write_bytes, sha256_file
+from .._fs import MANIFEST, atomic_write_bytes, read_json, sha256_file
 from ..errors import LayoutError, MalformedFileError
 from ..findings import Finding
 from ..tokenizer._build import tokenizer_checksum
@@ -65,9 +66,16 @@ def release_files(root: Path) -> list[str]:
             if name in IGNORED_PARTS:
                 continue
             rel = (Path(dirpath) / name).relative_to(root).as_posix()
-            if rel != MANIFEST:
+            if rel != MANIFEST and _is_regular(Path(dirpath) / name):  # a FIFO or device is never read
                 out.append(rel)
     return sorted(out)
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def hash_files(root: Path, rels: Iterable[str], *, workers: int | None = None) -> dict[str, str]:
@@ -84,6 +92,12 @@ def build_manifest(root: Path, base: dict[str, Any]) -> dict[str, Any]:
     Refuses (LayoutError) a release with a symlink that leaves it: its content is not the release's.
     """
     tree = scan_release(root)
+    if tree.special:
+        raise LayoutError(
+            "not a regular file (a FIFO, device or socket: reading it would block or never end)",
+            path=root / tree.special[0],
+            fix="ship the file's contents as a regular file, or remove it",
+        )
     if tree.outside:
         rel, target = tree.outside[0]
         raise LayoutError(
@@ -102,9 +116,12 @@ def build_manifest(root: Path, base: dict[str, Any]) -> dict[str, Any]:
 def read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MalformedFileError(f"cannot read the manifest: {e}", path=path, fix="run `vla-release manifest`") from e
+        data = read_json(path)
+    except MalformedFileError as e:
+        detail = e.detail.removeprefix("not valid JSON: ")
+        raise MalformedFileError(
+            f"cannot read the manifest: {detail}", path=path, fix="run `vla-release manifest`"
+        ) from e
     if not isinstance(data, dict):
         raise MalformedFileError("the manifest is not a JSON object", path=path)
     return data
@@ -153,6 +170,7 @@ class Tree:
 
     files: list[str] = field(default_factory=list)
     outside: list[tuple[str, str]] = field(default_factory=list)  # (relative path, link target)
+    special: list[str] = field(default_factory=list)  # FIFOs, devices, sockets inside the release
 
 
 def _ignored(rel: str) -> bool:
@@ -183,7 +201,9 @@ def scan_release(root: Path) -> Tree:
                 if not path.exists() or not _inside(root, path):
                     tree.outside.append((rel, target))
                     continue
-            if name in filenames:
+            if name in filenames and not _is_regular(path):
+                tree.special.append(rel)
+            elif name in filenames:
                 tree.files.append(rel)
     tree.files.sort()
     return tree
@@ -251,6 +271,17 @@ def check_paths(root: Path, listed: Mapping[str, Listed], tree: Tree) -> list[Fi
         )
         for rel in sorted(listed)
         if escapes(rel) or not _inside(root, root / rel)
+    ]
+    problems += [
+        Finding(
+            "not a regular file",
+            "a FIFO, device or socket (reading it would block or never end)",
+            "a regular file",
+            root / rel,
+            None,
+            "ship the file's contents as a regular file, or remove it",
+        )
+        for rel in tree.special
     ]
     for rel, target in tree.outside:
         dangling = not (root / rel).exists()

@@ -8,7 +8,6 @@ how the model is split into shard files, so a resharded release hashes the same.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import MalformedFileError
-from ..hf._checkpoint import INDEX, SINGLE
+from ..hf._checkpoint import INDEX, SINGLE, read_weight_map
 from ..hf._safetensors import DTYPE_CODES, SafetensorsFile
 
 __all__ = ["weight_files", "count_parameters", "tensor_hashes"]
@@ -30,12 +29,7 @@ def weight_files(model_dir: Path) -> list[Path]:
     """
     index = model_dir / INDEX
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            names = sorted(set(weight_map.values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise MalformedFileError(f"unreadable index: {e!r}", path=index, key="weight_map") from e
-        files = [model_dir / n for n in names]
+        files = sorted(set(read_weight_map(model_dir).values()))
         for f in files:
             if not f.is_file():
                 raise MalformedFileError("index names a shard that is not there", path=f, fix="re-copy the shards")

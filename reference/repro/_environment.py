@@ -11,7 +11,10 @@ from typing import Final
 
 import yaml
 
+from .._fs import read_text
+from .._yaml import safe_load
 from ..card._rules import PLACEHOLDERS
+from ..errors import MalformedFileError
 from ..findings import Finding
 from ._matrix import flatten_config
 
@@ -47,9 +50,11 @@ def environment_record(docker_dir: Path) -> Path | None:
 def check_environment(path: Path) -> list[Finding]:
     """The record states a version for Python, torch, CUDA and NCCL."""
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        text = read_text(path, max_bytes=1 << 20, what="environment record")
+        data = json.loads(text) if path.suffix == ".json" else safe_load(text)
+    except MalformedFileError as e:
+        return [Finding("environment record unreadable", e.detail, "a JSON/YAML mapping", path, None, e.fix)]
+    except (ValueError, RecursionError, yaml.YAMLError) as e:
         return [Finding("environment record unreadable", str(e), "a JSON/YAML mapping", path, None, "fix its syntax")]
     if not isinstance(data, Mapping):
         return [Finding("environment record is not a mapping", type(data).__name__, "{python: ..., torch: ...}", path)]

@@ -11,7 +11,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from .._fs import MANIFEST, inside
 from ..converter._model import Arch, Layout
+from ..errors import LayoutError
 from ..findings import Finding
 from ._matrix import MATRIX, same_value
 
@@ -19,9 +21,24 @@ DEFAULT_LAUNCH_SCRIPT: Final = "scripts/run_pretrain.sh"
 
 
 def launch_script(root: Path, manifest: Mapping[str, Any]) -> Path:
-    """The launch script: release.json's ``launch_script``, else scripts/run_pretrain.sh."""
+    """The launch script: release.json's ``launch_script``, else scripts/run_pretrain.sh.
+
+    Raises:
+        LayoutError: release.json names a script outside the release (absolute, ``../``, or a
+            symlink that leaves it): it is not the release's, and is never read.
+    """
     named = manifest.get("launch_script")
-    return root / (named if isinstance(named, str) and named else DEFAULT_LAUNCH_SCRIPT)
+    if named is None or named == "":
+        return root / DEFAULT_LAUNCH_SCRIPT
+    path = inside(root, named)
+    if path is None:
+        raise LayoutError(
+            f"release.json names a launch script outside the release: {named!r}",
+            path=root / MANIFEST,
+            key="launch_script",
+            fix="ship the script in the release (scripts/) and name it by its path relative to the release",
+        )
+    return path
 
 
 def check_script_runs(path: Path, *, timeout: float = 30.0) -> list[Finding]:

@@ -22,9 +22,14 @@ from typing import Any, Final
 import torch
 import yaml
 
+from .._fs import inside, read_text
+from .._yaml import safe_load
 from ..converter._model import Arch, Layout
 from ..errors import MalformedFileError
 from ..findings import Finding
+
+# a training config is a few KB of flags
+MAX_CONFIG_BYTES = 1 << 20
 
 __all__ = [
     "Need",
@@ -124,10 +129,10 @@ def flatten_config(data: Mapping[str, Any], out: dict[str, Any]) -> dict[str, An
 
 def read_config(path: Path) -> dict[str, Any]:
     """A config file as ``{flag-name: value}`` (nested sections flattened, ``_`` read as ``-``)."""
+    text = read_text(path, max_bytes=MAX_CONFIG_BYTES, what="config")
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        data = json.loads(text) if path.suffix.lower() == ".json" else safe_load(text)
+    except (ValueError, RecursionError, yaml.YAMLError) as e:
         raise MalformedFileError(f"cannot read the config: {e}", path=path, fix="fix the JSON/YAML syntax") from e
     if not isinstance(data, Mapping):
         raise MalformedFileError("the config is not a mapping of flags to values", path=path)
@@ -246,8 +251,19 @@ def select_config(
 ) -> tuple[Path | None, list[Finding]]:
     """The config file for this release's size: release.json's ``config``, else the one matching ``arch``."""
     named = manifest.get("config")
-    if isinstance(named, str) and named:
-        path = root / named
+    if named is not None and named != "":
+        path = inside(root, named)
+        if path is None:
+            return None, [
+                Finding(
+                    "release.json names a config outside the release",
+                    repr(named),
+                    "a path relative to the release, inside it (configs/<file>)",
+                    root / "release.json",
+                    "config",
+                    "ship the config in configs/ and name it by its path relative to the release",
+                )
+            ]
         if not path.is_file():
             return None, [
                 Finding(

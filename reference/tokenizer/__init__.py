@@ -34,7 +34,7 @@ from ._encoding import (
     round_trip_failures,
     transformers_overrides,
 )
-from ._package import MODEL_CONFIGS, TokenFlags, TokenizerPackage, read_tokenizer_package
+from ._package import MODEL_CONFIGS, TokenFlags, TokenizerPackage, probe_tokenizer, read_tokenizer_package
 
 __all__ = [
     "moved_tokens",
@@ -72,4 +72,5 @@ __all__ = [
     "TokenFlags",
     "TokenizerPackage",
     "read_tokenizer_package",
+    "probe_tokenizer",
 ]

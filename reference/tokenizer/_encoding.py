@@ -12,7 +12,7 @@ from .._fs import read_json
 from ..converter._families import family_for_config
 from ..errors import ReleaseError
 from ..findings import Finding
-from ..hf._checkpoint import INDEX, SINGLE
+from ..hf._checkpoint import INDEX, SINGLE, read_weight_map
 from ..hf._safetensors import SafetensorsFile
 from ._build import mangled_by_byte_level
 from ._checks import REGENERATE, key_of
@@ -80,8 +80,10 @@ def embedding_rows(model_dir: Path) -> list[EmbeddingRows]:
     where: dict[str, Path] = {}
     index = model_dir / INDEX
     if index.is_file():
-        weight_map = read_json(index).get("weight_map") or {}
-        where = {k: model_dir / v for k, v in weight_map.items()}
+        try:
+            where = read_weight_map(model_dir)
+        except ReleaseError:
+            return out  # the model area reports the index, naming it
     elif (model_dir / SINGLE).is_file():
         where = dict.fromkeys(SafetensorsFile(model_dir / SINGLE).keys(), model_dir / SINGLE)
     for canonical in _VOCAB_PARAMS:

@@ -11,7 +11,6 @@ is reduced to claims of three kinds, so that the checks compare files without kn
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -21,10 +20,12 @@ from typing import Any, Final
 
 from tokenizers import Tokenizer
 
+from .._fs import read_json
 from ..errors import MalformedFileError, ReleaseError
 from ._build import PACKAGE_FILES, SpecialTokens
 
 __all__ = [
+    "probe_tokenizer",
     "ROLES",
     "FLAGS",
     "MODEL_CONFIGS",
@@ -139,10 +140,11 @@ def _flags(obj: Mapping[str, Any], path: Path, key: str) -> TokenFlags:
 
 
 def _read_json(path: Path) -> Any:
+    """``read_json`` (bounded: size, nesting, long numbers), with the package's fix."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MalformedFileError(f"not valid JSON: {e}", path=path, fix="regenerate the tokenizer package") from e
+        return read_json(path)
+    except MalformedFileError as e:
+        raise MalformedFileError(e.detail, path=path, fix="regenerate the tokenizer package") from e
 
 
 def _parse_tokenizer_json(path: Path) -> tuple[_TokenizerJson, FileClaims]:
@@ -378,11 +380,44 @@ class TokenizerPackage:
         """
         path = self.path("tokenizer.json")
         try:
-            return Tokenizer.from_file(str(path))
+            tokenizer = Tokenizer.from_file(str(path))
         except Exception as e:  # noqa: BLE001 - the Rust side raises plain Exception
             raise MalformedFileError(
                 f"tokenizers cannot load it: {e}", path=path, fix="regenerate the tokenizer package"
             ) from e
+        probe_tokenizer(tokenizer, path)
+        return tokenizer
+
+
+_NOT_CRASHES = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def probe_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
+    """Encode and decode what every check will (plain text, each added token, a pair, with and
+    without the template), so that a file that makes tokenizers panic is refused once, naming it.
+
+    A Rust panic reaches Python as ``pyo3_runtime.PanicException``, a ``BaseException`` that
+    ``except Exception`` does not catch: without this, it ends a check as a bare traceback.
+
+    Raises:
+        MalformedFileError: encoding or decoding with this tokenizer.json crashes.
+    """
+    added = [t.content for t in tokenizer.get_added_tokens_decoder().values()]
+    texts = ["", "hello world", " ".join(added), "".join(added)]
+    try:
+        for text in texts:
+            for special in (True, False):
+                ids = tokenizer.encode(text, add_special_tokens=special).ids
+                tokenizer.decode(ids, skip_special_tokens=not special)
+        tokenizer.encode("hello", "world", add_special_tokens=True)
+    except _NOT_CRASHES:
+        raise
+    except BaseException as e:  # noqa: BLE001 - a panic is a BaseException
+        raise MalformedFileError(
+            f"tokenizers crashes on it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+            path=path,
+            fix="regenerate the tokenizer package (vla_reference.tokenizer.write_tokenizer_package)",
+        ) from None
 
 
 def _files(model_dir: Path) -> Iterable[str]:

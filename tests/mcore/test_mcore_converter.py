@@ -143,3 +143,23 @@ def test_our_sharded_forward_gives_megatron_cores_logits(case, mcore_set):
     src = MegatronSource.open(mcore_set / case.name / "legacy")
     got = [t[:, :VOCAB_SIZE] for t in sharded_logits(src, [list(s) for s in EVAL_IDS])]
     assert_same_logits(got, megatron_logits(mcore_set / case.name), f"{case.name}: vla_reference.parity")
+
+
+TORCH_DIST_SHARDED = [CASES_BY_NAME[n] for n in ("llama_tp2_pp2", "llama_pp2_vpp2", "moe_tp2_ep2")]
+
+
+@pytest.mark.parametrize("case", TORCH_DIST_SHARDED, ids=_ids(TORCH_DIST_SHARDED))
+def test_our_sharded_forward_on_a_torch_dist_checkpoint_gives_megatron_cores_logits(case, mcore_set, tmp_path):
+    """What the suite's ``vla_rank_checkpoint`` does with a torch_dist release: split it at its
+    recorded TP/PP/EP (virtual stages dropped: they only reorder the pipeline's work), then run
+    the sharded forward on those ranks."""
+    import dataclasses
+
+    from vla_reference.megatron import TorchDistSource, write_megatron
+
+    dist = TorchDistSource.open(mcore_set / case.name / "torch_dist")
+    write_megatron(dist, tmp_path / "ranks", dataclasses.replace(dist.layout, vpp=1), fsync=False)
+    src = MegatronSource.open(tmp_path / "ranks", verify=False)
+    assert (src.layout.tp, src.layout.pp, src.layout.ep) == (dist.layout.tp, dist.layout.pp, dist.layout.ep)
+    got = [t[:, :VOCAB_SIZE] for t in sharded_logits(src, [list(s) for s in EVAL_IDS])]
+    assert_same_logits(got, megatron_logits(mcore_set / case.name), f"{case.name}: torch_dist split, sharded")

@@ -65,7 +65,30 @@ def change_eps(release: Path) -> None:
     (release / "model/config.json").write_text(json.dumps(cfg))
 
 
+ARGS_JSON = "checkpoint/iter_0001000/arguments.json"
+
+
+def args_json(edit):
+    def breaker(release: Path) -> None:
+        path = release / ARGS_JSON
+        path.write_text(edit(path.read_text()))
+
+    return breaker
+
+
 BREAKS = {
+    "arguments-json-disagrees": (
+        args_json(lambda t: t.replace('"num_layers": 4', '"num_layers": 2')),
+        "test_arguments_json_agrees_with_rank_args",
+        r"num_layers differs: 2, expected 4 as the rank files record it \(model_optim_rng.pt\) "
+        rf"\[{ARGS_JSON}:num_layers\]"
+        rf". Fix: in the release: `vla-release inspect checkpoint --args > {ARGS_JSON} && vla-release manifest .`",
+    ),
+    "arguments-json-truncated": (
+        args_json(lambda t: t[: len(t) // 2]),
+        "test_arguments_json_agrees_with_rank_args",
+        rf"arguments.json unreadable: not valid JSON: .* \[{ARGS_JSON}\]",
+    ),
     "swiglu-halves-swapped-on-one-rank": (
         lambda r: edit_rank(r, "mp_rank_01_000", lambda m: swap_halves(m["decoder.layers.0.mlp.linear_fc1.weight"])),
         "test_merge_equals_shipped_model",
@@ -159,4 +182,83 @@ def test_golden_releases_conform(run_suite):
     for name in ("dense", "moe"):
         run = run_suite(GOLDEN / name, "-m", "checkpoint")
         assert not run.failed and not run.skipped, (run.failed, run.skipped)
-        assert len(run.passed) == 7
+        assert len(run.passed) == 8
+
+
+@pytest.mark.parametrize("name", ["arguments-json-disagrees", "arguments-json-truncated"])
+def test_the_printed_fix_makes_the_arguments_check_pass(name, golden_copy, run_suite):
+    """VLA-CKPT-006's fix, run as printed in the release (a shell command), makes the check and
+    the manifest checks pass."""
+    import os
+    import subprocess
+    import sys
+
+    release = golden_copy("dense")
+    BREAKS[name][0](release)
+    run = run_suite(release, "-m", "checkpoint", "-k", "arguments_json")
+    fix = re.search(r"Fix: in the release: `([^`]+)`", run.failed["test_arguments_json_agrees_with_rank_args"])
+    assert fix, run.failed
+    bin_dir = str(Path(sys.executable).parent)
+    done = subprocess.run(
+        fix.group(1),
+        shell=True,
+        cwd=release,
+        env={**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    again = run_suite(release, "-m", "checkpoint or manifest")
+    assert not again.failed, again.failed
+    assert "test_arguments_json_agrees_with_rank_args" in again.passed
+
+
+def _as_torch_dist(release: Path) -> None:
+    """The release's checkpoint rewritten in the torch_dist format (same layout, iteration, args)."""
+    from vla_reference.megatron import MegatronSource, write_torch_dist
+    from vla_reference.release import write_manifest
+
+    src = MegatronSource.open(release / "checkpoint")
+    shutil.rmtree(release / "checkpoint")
+    write_torch_dist(src, release / "checkpoint", src.layout, iteration=src.iteration)
+    write_manifest(release)
+
+
+def test_a_torch_dist_release_is_checked_like_a_torch_one(golden_copy, run_suite):
+    """torch_dist is accepted wherever the torch format is: the checkpoint and parity areas run on
+    it (the sharded forward's ranks load it split at its recorded layout) and conform; a weight
+    changed in its .distcp fails the merge check naming the shipped tensor."""
+    release = golden_copy("dense")
+    _as_torch_dist(release)
+    assert not (release / "checkpoint/iter_0001000/mp_rank_00_000").exists()
+    run = run_suite(release, "-m", "checkpoint or parity")
+    assert not run.failed, run.failed
+    assert {"test_merge_equals_shipped_model", "test_logit_parity[shipped-layout]"} <= set(run.passed)
+    assert set(run.skipped) == {"test_arguments_json_agrees_with_rank_args"}, run.skipped
+
+    from vla_reference.megatron import TorchDistSource, write_torch_dist
+
+    src = TorchDistSource.open(release / "checkpoint")
+
+    class Edited:  # the same checkpoint with one weight changed
+        def __getattr__(self, name):
+            return getattr(src, name)
+
+        def get(self, key, *, meta=False):
+            rows = src.get(key, meta=meta)
+            if not meta and key.endswith("layers.1.self_attention.linear_proj.weight"):
+                t = rows.tensor().clone()
+                t[2, 3] += 0.5
+                return type(rows).of(t)
+            return rows
+
+    edited = release.parent / "edited"
+    write_torch_dist(Edited(), edited, src.layout, iteration=src.iteration)
+    shutil.rmtree(release / "checkpoint")
+    shutil.move(edited, release / "checkpoint")
+    broken = run_suite(release, "-m", "checkpoint")
+    assert "test_merge_equals_shipped_model" in broken.failed, broken.failed
+    assert (
+        "[model/model.safetensors:model.layers.1.self_attn.o_proj.weight]"
+        in broken.failed["test_merge_equals_shipped_model"]
+    )

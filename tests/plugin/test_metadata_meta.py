@@ -342,6 +342,54 @@ MANIFEST_BREAKS = {
     ),
 }
 
+
+def _with_manifest(fn):
+    """A break an attacker ships with a consistent release.json (so only the intended check sees it)."""
+
+    def breaker(r: Path) -> None:
+        from vla_reference.release import write_manifest
+
+        fn(r)
+        write_manifest(r)
+
+    return breaker
+
+
+MANIFEST_BREAKS |= {
+    "remote-code": (
+        _with_manifest(
+            lambda r: edit_json(r, "model/config.json", lambda c: c.__setitem__("auto_map", {"AutoModel": "m.M"}))
+        ),
+        "test_no_code_in_the_release",
+        r"the release needs remote code: auto_map \{'AutoModel': 'm.M'\}, expected no auto_map: stock transformers "
+        r"classes \[model/config.json:auto_map\]. Fix: remove 'auto_map'",
+    ),
+    "code-file": (
+        _with_manifest(write("model/modeling_vla.py", "import os\n")),
+        "test_no_code_in_the_release",
+        r"code in the model directory: modeling_vla.py \(.py file\), expected weights, configs and tokenizer files "
+        r"only \[model/modeling_vla.py\]. Fix: remove it",
+    ),
+}
+
+
+def test_removing_the_code_as_printed_makes_the_release_conform(golden_copy, run_suite):
+    """VLA-MAN-007's fixes: remove 'auto_map', remove the file (then the manifest refreshed)."""
+    from vla_reference.release import write_manifest
+
+    release = golden_copy("dense")
+    MANIFEST_BREAKS["remote-code"][0](release)
+    MANIFEST_BREAKS["code-file"][0](release)
+    broken = run_suite(release, "-m", "manifest", *FAST)
+    assert list(broken.failed) == ["test_no_code_in_the_release"], broken.failed
+    assert broken.failed["test_no_code_in_the_release"].count("Fix: remove") == 2
+    edit_json(release, "model/config.json", lambda c: c.pop("auto_map"))
+    (release / "model/modeling_vla.py").unlink()
+    write_manifest(release)
+    again = run_suite(release, "-m", "manifest", *FAST)
+    assert not again.failed and "test_no_code_in_the_release" in again.passed, again.failed
+
+
 TINY = "configs/vla-driver-tiny-dense.json"
 SCRIPT = "scripts/run_pretrain.sh"
 DOCKERFILE = "docker/Dockerfile"
@@ -433,7 +481,7 @@ def test_golden_releases_conform(name, run_suite):
     run = run_suite(GOLDEN / name, "-m", "card or versioning or manifest or reproducibility", *FAST)
     assert not run.failed, run.failed
     assert sorted(run.skipped) == ["test_version_bump_covers_changes", "test_version_greater_than_baseline"]
-    assert len(run.passed) == 15 + 1 + 6 + 7
+    assert len(run.passed) == 15 + 1 + 7 + 7  # card, versioning, manifest, reproducibility
 
 
 def test_a_correct_bump_conforms(golden_copy, run_suite, tmp_path):

@@ -16,6 +16,11 @@ from conftest import GOLDEN, REPO
 DENSE = GOLDEN / "dense"
 
 
+# the checkpoint area on golden/dense: layout, replicas, merge, three round trips, config vs args,
+# arguments.json vs the rank files
+CHECKPOINT_PASSED = 8
+
+
 def test_bad_release_path_is_a_usage_error(pytester):
     result = pytester.runpytest("--vla-release=/no/such/dir")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -40,7 +45,11 @@ def test_suite_runs_from_any_directory_with_verdict(pytester, vla_cache):
     assert "failed" not in result.parseoutcomes()
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
-        ["*pytest-vla conformance*", "checkpoint * 7 * 0 * 0", "VLA-Driver-Tiny-Dense v1.0.0: CONFORMS"]
+        [
+            "*pytest-vla conformance*",
+            f"checkpoint * {CHECKPOINT_PASSED} * 0 * 0",
+            "VLA-Driver-Tiny-Dense v1.0.0: CONFORMS",
+        ]
     )
 
 
@@ -49,7 +58,7 @@ def test_a_deselected_area_makes_the_verdict_partial_and_the_exit_status_non_zer
     names what was not checked, and exits 6 unless --vla-allow-partial."""
     args = (f"--vla-release={DENSE}", f"--vla-cache-dir={vla_cache}", "-m", "checkpoint")
     result = pytester.runpytest(*args)
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=CHECKPOINT_PASSED)
     assert result.ret == PARTIAL_EXIT
     result.stdout.fnmatch_lines(
         [
@@ -76,7 +85,7 @@ def test_verdict_counts_failures(pytester, golden_copy, vla_cache):
 def test_ini_key_selects_the_release(pytester, vla_cache):
     pytester.makeini(f"[pytest]\nvla_release = {DENSE}\n")
     result = pytester.runpytest(f"--vla-cache-dir={vla_cache}", "-m", "checkpoint")
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=CHECKPOINT_PASSED)
 
 
 def test_markers_select_one_area(pytester, vla_cache):
@@ -95,7 +104,7 @@ def test_user_packages_named_like_ours_do_not_collide(pytester, vla_cache):
         }
     )
     result = pytester.runpytest(f"--vla-release={DENSE}", f"--vla-cache-dir={vla_cache}", "-m", "checkpoint")
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=CHECKPOINT_PASSED)
     both = pytester.runpytest("conformance", f"--vla-release={DENSE}", "-p", "no:randomly")
     both.assert_outcomes(passed=1)  # explicit paths: the user's own tests, with our plugin loaded
 
@@ -137,7 +146,7 @@ def test_missing_optional_part_skips_with_its_path(pytester, golden_copy, vla_ca
     release = golden_copy("dense")
     shutil.rmtree(release / "checkpoint")
     result = pytester.runpytest(f"--vla-release={release}", f"--vla-cache-dir={vla_cache}", "-m", "checkpoint", "-rs")
-    result.assert_outcomes(skipped=7)
+    result.assert_outcomes(skipped=CHECKPOINT_PASSED)
     result.stdout.fnmatch_lines([f"*no Megatron checkpoint at {release / 'checkpoint'} (optional part)*"])
 
 
@@ -169,7 +178,7 @@ def test_xdist_builds_each_artefact_once(pytester, tmp_path):
         "-p",
         "no:cacheprovider",
     )
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=CHECKPOINT_PASSED)
     merged = sorted(p.name for p in cache.glob("*/merged"))
     assert merged == ["merged"]  # one key, one merge, whichever worker got there first
     assert not list(cache.glob("*/.*tmp-*")), "no half-built artefacts left behind"
@@ -222,7 +231,7 @@ def test_non_editable_install_runs_from_elsewhere(tmp_path):
         check=False,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert str(target / "vla_conformance") in run.stdout or "7 passed" in run.stdout
+    assert str(target / "vla_conformance") in run.stdout or f"{CHECKPOINT_PASSED} passed" in run.stdout
     assert "VLA-Driver-Tiny-Dense v1.0.0: CONFORMS (partial: " in run.stdout
 
 

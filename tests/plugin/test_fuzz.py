@@ -1,0 +1,68 @@
+"""A bounded fuzz campaign: hypothesis mutates copies of golden/dense and the suite must hold.
+
+Each example applies one :class:`mutations.Mutation` (a byte flipped, a file truncated, a JSON
+field deleted, retyped or duplicated, a file removed, renamed, linked out, replaced by a FIFO or
+a directory, a path field made hostile; release.json refreshed or not) and runs the whole suite
+in a subprocess. The oracle (``mutations.judge``): a verdict within the time bound, no internal
+error, every failure naming a file inside the release, the release unchanged.
+
+CI runs a fixed, derandomized set of examples (so a red run is reproducible); the long random
+campaign is ``benchmarks/fuzz.py``, whose numbers docs/security.md records.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import mutations
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from conftest import GOLDEN
+
+FILES = mutations.release_files(GOLDEN / "dense")
+EXAMPLES = 8  # each a whole-suite subprocess run: ~10 s warm here
+
+
+def mutation_strategy() -> st.SearchStrategy[mutations.Mutation]:
+    return st.builds(
+        mutations.Mutation,
+        kind=st.sampled_from(mutations.KINDS),
+        file=st.sampled_from(FILES),
+        pick=st.integers(0, 1 << 20),
+        value=st.integers(0, 255),
+        refresh=st.booleans(),
+    )
+
+
+@pytest.fixture(scope="module")
+def fuzz_cache(tmp_path_factory):
+    """One artefact cache for every example (keys are content digests: a mutated file misses)."""
+    return tmp_path_factory.mktemp("fuzz-cache")
+
+
+@pytest.mark.xdist_group("fuzz")
+@settings(
+    max_examples=EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: each example is a whole-suite run; the
+    # failing mutation is printed as drawn, and benchmarks/fuzz.py reproduces it
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(m=mutation_strategy())
+def test_a_mutated_release_gets_a_verdict_naming_its_file(m, tmp_path_factory, fuzz_cache):
+    work = tmp_path_factory.mktemp("fuzz")
+    release, outside = work / "release", work / "outside"
+    shutil.copytree(GOLDEN / "dense", release)
+    outside.mkdir()
+    applied = mutations.apply(m, release, outside)
+    before = mutations.snapshot(release)
+    status, output, seconds = mutations.run_suite(release, fuzz_cache, work / "report.json")
+    verdict = mutations.judge(m, release, before, status, output, seconds, work / "report.json")
+    assert not verdict.problems, f"{m}: " + "\n".join(verdict.problems)
+    if applied and not m.refresh:
+        # the bytes changed and release.json was not refreshed: the manifest must see it
+        assert verdict.failed, f"{m}: CONFORMS on a release whose bytes no longer match release.json"
