@@ -265,8 +265,12 @@ def test_arguments_json_agrees_with_rank_args(vla_release: Release, vla_checkpoi
     object recording the same hyperparameters (tools that read only arguments.json build that model)."""
     path = vla_checkpoint.ckpt.arguments_json
     if path is None:
+        # Why skip: arguments.json is optional (Megatron records the args in every rank file); with
+        # none there is no second record to disagree with the first.
         pytest.skip("no arguments.json in the checkpoint (optional: the rank files record the args)")
     if vla_checkpoint.args_file == path:
+        # Why skip: the rank files' args were unusable, so arguments.json is the only record: there
+        # is nothing to compare, and test_checkpoint_layout fails if it is malformed (one defect, one failure).
         pytest.skip("the args come from arguments.json alone (test_checkpoint_layout reads it)")
     rel, checkpoint = (_in_release(vla_release, p) for p in (path, vla_checkpoint.ckpt.root))
     fix = f"in the release: `vla-release inspect {checkpoint} --args > {rel} && vla-release manifest .`"
