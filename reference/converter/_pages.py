@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,9 +84,18 @@ class FileMappings:
             self._ends.insert(i, start + length)
             self._files.insert(i, file)
 
-    def register_file(self, path: Path) -> None:
-        """Record every mapping of ``path`` that /proc/self/maps shows (after torch.load mmap)."""
+    def register_file(self, path: Path, held: Iterable[torch.Tensor]) -> None:
+        """Record the mappings of ``path`` (as /proc/self/maps shows them) under the tensors in
+        ``held``, which the caller keeps alive as long as it uses this.
+
+        Only those: another reader of the same file (an earlier source not yet collected) has
+        mappings of that path too, and once it is collected their addresses are reused by
+        anonymous memory, which must never be read as the file nor given back with DONTNEED.
+        """
         if self._libc is None:
+            return
+        anchors = sorted({t.untyped_storage().data_ptr() for t in held if not t.is_meta and t.numel()})
+        if not anchors:
             return
         target = str(path.resolve())
         try:
@@ -96,6 +106,9 @@ class FileMappings:
             parts = line.split(maxsplit=5)
             if len(parts) == 6 and parts[5] == target:
                 lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                i = bisect.bisect_left(anchors, lo)
+                if i == len(anchors) or anchors[i] >= hi:
+                    continue  # no tensor of ours lies in it: someone else's mapping of the file
                 major, minor = (int(x, 16) for x in parts[3].split(":"))
                 file = _MappedFile(target, int(parts[2], 16), (major, minor), int(parts[4]))
                 with self._lock:

@@ -196,7 +196,6 @@ class MegatronSource(InFileMappings):
                 loaded = (
                     first_loaded if file == first and first_loaded is not None else read_rank_file(file, first_loaded)
                 )
-                self.pages.register_file(file)
                 state = loaded.obj
                 if not isinstance(state, Mapping):
                     raise MalformedFileError("not a Megatron checkpoint dict", path=file)
@@ -224,6 +223,9 @@ class MegatronSource(InFileMappings):
                         if m is not None and m.layer is not None and (tp, ep) == (0, 0):
                             counts[(chunk, pp)].add(m.layer)
                     waiting.append(_Staged(tp, pp, ep, chunk, file, items))
+                # the mappings under this file's tensors (held by ``waiting`` from here on)
+                held = (v for s in waiting if s.file == file for _, v in s.items if isinstance(v, torch.Tensor))
+                self.pages.register_file(file, held)
             for chunk in range(n_chunks or 0):
                 self._check_contiguous(counts, chunk, stage, files[0][1])
             offsets = self._known_offsets(counts, n_chunks or 0, stage + 1, len(plan))

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from conftest import GOLDEN
 
 FILES = mutations.release_files(GOLDEN / "dense")
-EXAMPLES = 5  # each a whole-suite subprocess run: ~14 s warm here (CI stays well inside its limit)
+EXAMPLES = 3  # each a whole-suite subprocess run, ~13 s warm here; the long campaign is benchmarks/fuzz.py
 
 
 def mutation_strategy() -> st.SearchStrategy[mutations.Mutation]:

@@ -28,8 +28,9 @@ def rank(tmp_path):
     path = tmp_path / "ckpt/release/mp_rank_00/model_optim_rng.pt"
     pages = FileMappings()
     model = read_rank_file(path).obj["model"]
-    pages.register_file(path)
-    yield path, pages, {k: t for k, t in model.items() if isinstance(t, torch.Tensor)}
+    tensors = {k: t for k, t in model.items() if isinstance(t, torch.Tensor)}
+    pages.register_file(path, tensors.values())
+    yield path, pages, tensors
     pages.close()
 
 
@@ -40,6 +41,27 @@ def test_file_range_names_where_a_mapped_view_lies(rank):
         fd, offset = pages.file_range(chunk)
         assert os.pread(fd, len(chunk), offset) == bytes(chunk), key
     assert pages.file_range(memoryview(torch.ones(8).numpy()).cast("B")) is None  # anonymous memory
+
+
+def test_another_readers_mapping_of_the_same_file_is_not_registered(rank):
+    """An earlier reader of the file (a source not yet collected) has its own mapping of it; once
+    that is unmapped its addresses go to anonymous memory, which must never be taken for the file
+    (CI once merged wrong bytes that way: a background merge's mappings, collected mid-way through
+    the next merge of the same checkpoint, were registered by it)."""
+    path, pages, model = rank
+    other = read_rank_file(path).obj["model"]  # mapped after ``pages`` registered: not in it
+    mine = FileMappings()
+    tensors = [t for t in other.values() if isinstance(t, torch.Tensor)]
+    mine.register_file(path, tensors)
+    try:
+        for key, t in model.items():  # the fixture's reader: its mapping is someone else's to ``mine``
+            assert mine.file_range(next(_cut(t))) is None, key
+        for t in tensors:
+            chunk = next(_cut(t))
+            fd, offset = mine.file_range(chunk)
+            assert os.pread(fd, len(chunk), offset) == bytes(chunk)
+    finally:
+        mine.close()
 
 
 def test_a_file_replaced_since_it_was_mapped_is_not_copied_from(rank, tmp_path):
