@@ -30,6 +30,21 @@ def _version(release: Release, findings: Findings) -> Version | None:
         return None
 
 
+def _set_version(version: Version) -> str:
+    """The fix that gives the release this version (the card states it too: VLA-CARD-006)."""
+    return f"in the release: `vla-release manifest . --version {version}`"
+
+
+def _needed(release: Release, baseline: Release, old: Version) -> Bump:
+    """The bump the changes from the baseline require (PATCH when they cannot be compared: the
+    bump check reports that)."""
+    try:
+        changes = diff_releases(baseline.root, release.root)
+    except ReleaseError:
+        return Bump.PATCH
+    return max((required_for(old, c.bump) for c in changes), default=Bump.PATCH)
+
+
 def _versions(release: Release, baseline: Release) -> tuple[Version, Version]:
     findings = Findings("versions", release.root)
     old, new = _version(baseline, findings), _version(release, findings)
@@ -60,7 +75,7 @@ def test_version_greater_than_baseline(vla_release: Release, vla_baseline: Relea
             f"greater than {old} (baseline {vla_baseline.root.name})",
             file=vla_release.root / MANIFEST,
             key="version",
-            fix=f"release as {next_version(old, Bump.PATCH)} or higher, as the changes require",
+            fix=_set_version(next_version(old, max(_needed(vla_release, vla_baseline, old), Bump.PATCH))),
         )
     findings.check()
 
@@ -88,6 +103,6 @@ def test_version_bump_covers_changes(vla_release: Release, vla_baseline: Release
                 f"at least {required.label}",
                 file=vla_release.root / change.path,
                 key=change.key,
-                fix=f"release as {next_version(old, need)}",
+                fix=_set_version(next_version(old, need)),
             )
     findings.check()

@@ -1,4 +1,4 @@
-"""``vla-release``: merge, reshard and inspect checkpoints; lint model cards; write manifests.
+"""``vla-release``: pack releases; merge, reshard and inspect checkpoints; lint model cards; write manifests.
 
 Exit codes: 0 success, 1 a conversion error (the message names the file and key) or findings
 (``card``, ``manifest --check``), 2 usage.
@@ -90,9 +90,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="print only the training arguments the checkpoint records, as arguments.json holds them",
     )
     vocab_opts(i)
+    add_pack_parser(sub)
     add_card_parser(sub)
     add_manifest_parser(sub)
     return p
+
+
+def add_pack_parser(sub: Any) -> None:
+    k = sub.add_parser(
+        "pack",
+        help="training outputs (or a fine-tuned Hugging Face directory) -> a release, then the suite on it",
+        description="Write a release at OUT from a Megatron checkpoint (--checkpoint) or a Hugging Face "
+        "directory (--hf) and the other inputs, in a staging directory renamed into place; then run the "
+        "conformance suite on it and exit with its verdict (0: conforms).",
+    )
+    k.add_argument("out", type=Path, help="the release directory to write")
+    src = k.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--checkpoint", type=Path, help="the Megatron training checkpoint (torch or torch_dist, any layout)"
+    )
+    src.add_argument("--hf", type=Path, help="a Hugging Face model directory (a fine-tune with no Megatron checkpoint)")
+    k.add_argument(
+        "--tokenizer", type=Path, required=True, help="the tokenizer package's directory (or tokenizer.json)"
+    )
+    k.add_argument("--processor", type=Path, help="processor_config.json or its directory (none: a text-only release)")
+    k.add_argument("--card", type=Path, required=True, help="the model card (README.md)")
+    k.add_argument("--name", required=True)
+    k.add_argument("--version", required=True, help="X.Y.Z (SemVer)")
+    k.add_argument("--date", help="YYYY-MM-DD (default: SOURCE_DATE_EPOCH's day, else today, UTC)")
+    for part in ("configs", "docker", "scripts", "examples"):
+        k.add_argument(f"--{part}", type=Path, help=f"a directory shipped as the release's {part}/")
+    k.add_argument("--eval-set", type=Path, help="eval_set.json (default: the golden texts through the tokenizer)")
+    k.add_argument(
+        "--baseline", type=Path, help="the release this one follows: refuses a version that understates the change"
+    )
+    k.add_argument("--max-shard-size", type=_size, default=parse_size("5GB"), help="default 5GB")
+    k.add_argument("--no-check", dest="check", action="store_false", help="do not run the conformance suite after")
+    k.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    k.add_argument("--no-fsync", dest="fsync", action="store_false", help="skip fsync before the final rename")
 
 
 class _Progress:
@@ -166,6 +201,43 @@ def _inspect(args: argparse.Namespace, out: Callable[[str], None]) -> None:
         )
 
 
+def _pack(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from ..release import pack
+    from ..release._pack import suite_command
+
+    try:
+        pack(
+            args.out,
+            checkpoint=args.checkpoint,
+            hf=args.hf,
+            tokenizer=args.tokenizer,
+            processor=args.processor,
+            card=args.card,
+            name=args.name,
+            version=args.version,
+            date=args.date,
+            configs=args.configs,
+            docker=args.docker,
+            scripts=args.scripts,
+            examples=args.examples,
+            eval_set=args.eval_set,
+            baseline=args.baseline,
+            max_shard_size=args.max_shard_size,
+            overwrite=args.overwrite,
+            fsync=args.fsync,
+            log=(lambda m: None) if args.quiet else (lambda m: print(f"vla-release pack: {m}", file=sys.stderr)),
+        )
+    except ReleaseError as e:
+        print(f"vla-release: error: {e}", file=sys.stderr)
+        return 1
+    print(f"vla-release pack: wrote {args.out}", file=sys.stderr)
+    if not args.check:
+        return 0
+    return subprocess.run(suite_command(args.out, args.baseline), check=False).returncode
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code.
 
@@ -178,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     logging.basicConfig(level=logging.WARNING, format="vla-release: %(levelname)s: %(message)s")
+    if args.command == "pack":
+        return _pack(args)
     if args.command in ("card", "manifest"):
         try:
             return (run_card if args.command == "card" else run_manifest)(args, print)

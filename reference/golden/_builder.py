@@ -3,7 +3,9 @@
     python -m vla_reference.golden golden/
 
 writes ``golden/dense`` (Llama-style, TP=2 PP=2) and ``golden/moe`` (MoE every 2nd layer,
-TP=2 PP=2 EP=2). The suite passes on both; tests copy and break them.
+TP=2 PP=2 EP=2). The suite passes on both; tests copy and break them. The builder makes what a
+lab holds after training (checkpoint, tokenizer package, processor, card, configs, environment,
+launch script) and hands it to ``pack``, as a lab would: pack's first user.
 
 Every file is a pure function of the builder's inputs, rebuilt byte for byte on any CPU, except
 :data:`COMPUTED_FILES`: the expected logits and the preprocessing snapshots hold computed floats.
@@ -14,29 +16,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._fs import atomic_dir
 from ..converter._model import Arch
-from ..converter._rows import Rows
 from ..converter._synthetic import DictSource, gaussian, random_weights
 from ..hf._checkpoint import HFSource, write_hf
-from ..hf._safetensors import header_for, write_rows
 from ..megatron._rank_writer import write_megatron
-from ..parity._forward import reference_logits
-from ..release._manifest import write_manifest
+from ..release._pack import pack
 from ..release._release import PARTS
 from ..repro._environment import ENVIRONMENT_FILES
 from ..repro._launch import DEFAULT_LAUNCH_SCRIPT
-from ..tokenizer._build import SPECIAL_TOKENS, build_tokenizer
+from ..tokenizer._build import build_tokenizer
 from ._assets import DOCKERFILE, card_text, config_matrix, environment_record, launch_script_text
-from ._specs import GOLDEN, PROMPTS, RELEASE_DATE, GoldenSpec
+from ._specs import GOLDEN, RELEASE_DATE, GoldenSpec
 
 __all__ = ["build_release", "build_all", "main"]
 
@@ -84,25 +82,6 @@ def _fill_training_state(root: Path, arch: Arch, seed: int) -> None:
         torch.save(state, f)
 
 
-def _eval_set(tok: Any, arch: Arch, weights: dict[str, torch.Tensor], dst: Path) -> None:
-    sequences = [tok.encode(p).ids for p in PROMPTS]
-    data = {
-        "description": "token ids of interleaved multimodal sequences; logits from the training-side "
-        "reference forward in float32",
-        "sequences": [{"name": f"seq_{i}", "input_ids": ids} for i, ids in enumerate(sequences)],
-    }
-    (dst / "eval_set.json").write_text(_dump(data))
-    entries, rows = [], []
-    for i, ids in enumerate(sequences):
-        logits = reference_logits(arch, weights.__getitem__, torch.tensor([ids]))[0].contiguous()
-        entries.append((f"seq_{i}", tuple(logits.shape), logits.dtype))
-        rows.append(Rows.of(logits))
-    with (dst / "expected_logits.safetensors").open("wb") as f:
-        f.write(header_for(entries, {"format": "pt", "source": "reference forward, float32"}))
-        for r in rows:
-            write_rows(f, r)
-
-
 def _processor(tok_dir: Path, seed: int) -> Any:
     """The reference VLAProcessor around the tokenizer just built (imported here: transformers is slow)."""
     from transformers import AutoTokenizer
@@ -112,75 +91,66 @@ def _processor(tok_dir: Path, seed: int) -> Any:
     return reference_processor(AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False), seed=seed)
 
 
-def _record_snapshots(model_dir: Path, root: Path, version: str) -> None:
-    """The preprocessing snapshots, recorded with the processor as a user loads it from ``model/``."""
-    from transformers import AutoProcessor
-
-    from ..preprocessing._cases import CASES, record, snapshot_file
-    from ..preprocessing._snapshot import serialize
-    from ..processor import PROCESSOR_CONFIG
-
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=False)
-    config = json.loads((model_dir / PROCESSOR_CONFIG).read_text())
-    for case in CASES:
-        f = snapshot_file(root, case)
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(serialize(record(processor, case, version=version, processor_config=config)))
+def _inputs(spec: GoldenSpec, version: str, work: Path) -> dict[str, Path]:
+    """What a lab holds after training, for the tiny model: a Megatron checkpoint (with padding
+    noise and Adam state), the tokenizer package, the processor's files, the card, the config
+    matrix, the environment and the launch script. ``pack`` makes the release of them."""
+    tok_dir = work / "tokenizer"
+    tok = build_tokenizer(tok_dir)
+    processor = _processor(tok_dir, spec.seed)
+    proc_dir = work / "processor"
+    proc_dir.mkdir()
+    for name, data in sorted(processor.processor_files().items()):  # configs and codebooks
+        (proc_dir / name).write_bytes(data)
+    vocab = tok.get_vocab_size()
+    arch = dataclasses.replace(spec.arch, vocab_size=vocab, padded_vocab_size=vocab)
+    weights = random_weights(arch, seed=spec.seed, dtype=arch.params_dtype)
+    write_hf(DictSource(arch, weights), work / "weights", fsync=False)
+    write_megatron(HFSource(work / "weights"), work / "checkpoint", spec.layout, iteration=1000, fsync=False)
+    _fill_training_state(work / "checkpoint", arch, spec.seed)
+    (work / "README.md").write_text(card_text(spec, arch, version, _count_params(arch, weights)))
+    configs = work / "configs"
+    configs.mkdir()
+    config = f"{PARTS['configs'].path}/vla-driver-tiny-{spec.dirname}.json"
+    for fname, cfg in config_matrix(arch, spec.layout, Path(config).name).items():
+        (configs / fname).write_text(_dump({k: v for k, v in cfg.items() if v is not None}))
+    docker = work / "docker"
+    docker.mkdir()
+    (docker / "Dockerfile").write_text(DOCKERFILE)
+    (docker / ENVIRONMENT_FILES[0]).write_text(_dump(environment_record()))
+    script = work / DEFAULT_LAUNCH_SCRIPT
+    script.parent.mkdir()
+    script.write_text(launch_script_text(arch, spec.layout, config))
+    script.chmod(0o755)
+    return {
+        "checkpoint": work / "checkpoint",
+        "tokenizer": tok_dir,
+        "processor": proc_dir,
+        "card": work / "README.md",
+        "configs": configs,
+        "docker": docker,
+        "scripts": script.parent,
+    }
 
 
 def build_release(spec: GoldenSpec, dst: Path, *, version: str = "1.0.0") -> None:
-    """Build one golden release at ``dst`` (atomically)."""
-    with atomic_dir(dst, overwrite=True, fsync=False) as tmp:
-        part = {name: tmp / p.path for name, p in PARTS.items()}  # the release's directories
-        model_dir = part["model"]
-        tok_dir = tmp / "tokenizer-build"
-        tok = build_tokenizer(tok_dir)
-        processor = _processor(tok_dir, spec.seed)
-        vocab = tok.get_vocab_size()
-        arch = dataclasses.replace(spec.arch, vocab_size=vocab, padded_vocab_size=vocab)
-        weights = random_weights(arch, seed=spec.seed, dtype=arch.params_dtype)
-        ids = {
-            "bos_token_id": tok.token_to_id(SPECIAL_TOKENS.bos),
-            "eos_token_id": tok.token_to_id(SPECIAL_TOKENS.eos),
-            "pad_token_id": tok.token_to_id(SPECIAL_TOKENS.pad),
-        }
-        # the action statistics are mirrored in config.json, derived from the processor's
-        norm_stats = processor.vla.actions.to_json()["norm_stats"]
-        write_hf(DictSource(arch, weights), model_dir, fsync=False, config_overrides={**ids, "norm_stats": norm_stats})
-        for f in sorted(tok_dir.iterdir()):
-            shutil.move(str(f), model_dir / f.name)
-        tok_dir.rmdir()
-        for name, data in sorted(processor.processor_files().items()):  # configs and codebooks
-            (model_dir / name).write_bytes(data)
-        (model_dir / "generation_config.json").write_text(
-            _dump({**ids, "max_length": arch.max_position_embeddings, "do_sample": False})
-        )
-        params = _count_params(arch, weights)
-        (model_dir / "README.md").write_text(card_text(spec, arch, version, params))
-        write_megatron(HFSource(model_dir), part["checkpoint"], spec.layout, iteration=1000, fsync=False)
-        _fill_training_state(part["checkpoint"], arch, spec.seed)
-        golden = part["golden"]
-        golden.mkdir()
-        _eval_set(tok, arch, weights, golden)
-        _record_snapshots(model_dir, tmp, version)
-        part["configs"].mkdir()
-        config = f"{PARTS['configs'].path}/vla-driver-tiny-{spec.dirname}.json"
-        for fname, cfg in config_matrix(arch, spec.layout, Path(config).name).items():
-            (part["configs"] / fname).write_text(_dump({k: v for k, v in cfg.items() if v is not None}))
-        part["docker"].mkdir()
-        (part["docker"] / "Dockerfile").write_text(DOCKERFILE)
-        (part["docker"] / ENVIRONMENT_FILES[0]).write_text(_dump(environment_record()))
-        script = tmp / DEFAULT_LAUNCH_SCRIPT
-        script.parent.mkdir()
-        script.write_text(launch_script_text(arch, spec.layout, config))
-        script.chmod(0o755)
-        write_manifest(
-            tmp,
+    """Build one golden release at ``dst`` (atomically): its inputs, then ``pack``."""
+    with tempfile.TemporaryDirectory(prefix="vla-golden-") as work:
+        inputs = _inputs(spec, version, Path(work))
+        pack(
+            dst,
+            checkpoint=inputs["checkpoint"],
+            tokenizer=inputs["tokenizer"],
+            processor=inputs["processor"],
+            card=inputs["card"],
+            configs=inputs["configs"],
+            docker=inputs["docker"],
+            scripts=inputs["scripts"],
             name=spec.name,
             version=version,
             date=RELEASE_DATE,
-            config=config,
-            launch_script=DEFAULT_LAUNCH_SCRIPT,
+            overwrite=True,
+            fsync=False,
         )
 
 

@@ -10,6 +10,7 @@ import torch
 
 from ..converter._model import Arch, Layout
 from ..preprocessing._cases import SNAPSHOT_DIR
+from ..release._pack import GOLDEN_TEXTS
 
 RELEASE_DATE: Final = "2026-11-01"
 
@@ -86,11 +87,4 @@ GOLDEN: Final[tuple[GoldenSpec, ...]] = (
     ),
 )
 
-PROMPTS: Final = (
-    "Describe this driving scene:<|image_start|><|image|><|image|><|image_end|> The action is:<|act:stop|>",
-    "<|video_start|><|camera:front|><|t_0|><|image|><|t_1|><|image|><|video_end|> Turn left at the next junction.",
-    "Say <|ipa_start|><|ipa_s|><|ipa_t|><|ipa_ɹ|><|ipa_i|><|ipa_t|><|ipa_end|> then "
-    "<|script_start|><|blender:cube|><|blender:scale|><|blender:end|><|script_end|>",
-    "The ego vehicle approaches a busy intersection. The traffic light for the ego lane is red, so the vehicle "
-    "slows down and stops behind the white line.<|action_start|><|act:slow_down|><|act:stop|><|action_end|>",
-)
+PROMPTS: Final = GOLDEN_TEXTS  # the eval set pack makes from the tokenizer

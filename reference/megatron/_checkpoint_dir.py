@@ -55,7 +55,8 @@ def _iter_dir(root: Path, iteration: int | None) -> Path:
 
 
 def find_checkpoint(path: Path) -> CheckpointDir:
-    """Resolve ``path`` (a checkpoint root or an iteration directory) to its iteration.
+    """Resolve ``path`` (a checkpoint root, an iteration directory, or a release's root, whose
+    ``checkpoint/`` it takes) to its iteration.
 
     The tracker is read at the root (Megatron) or inside an iteration directory (as some
     documentation draws it).
@@ -76,6 +77,8 @@ def find_checkpoint(path: Path) -> CheckpointDir:
         root, iter_dir = path.parent, path
         m = _ITER_DIR.match(path.name)
         iteration = int(m.group(1)) if m else None
+    elif (path / "release.json").is_file() and (path / "checkpoint").is_dir():
+        return find_checkpoint(path / "checkpoint")  # a release's root: its training checkpoint
     else:
         inner = sorted(p for p in path.iterdir() if p.is_dir() and (p / TRACKER).is_file())
         if not inner:

@@ -25,6 +25,7 @@ from ._manifest import (
     verify_manifest,
     write_manifest,
 )
+from ._pack import GOLDEN_TEXTS, PackError, pack
 from ._release import PARTS, Part, Release
 from ._semver import Bump, Version, VersionError, bump_between, next_version, parse_version, required_for
 from ._tensor_hashes import count_parameters, tensor_hashes, weight_files
@@ -38,6 +39,9 @@ from ._versioning import (
 )
 
 __all__ = [
+    "pack",
+    "PackError",
+    "GOLDEN_TEXTS",
     "CODE_SUFFIXES",
     "remote_code",
     "MANIFEST",

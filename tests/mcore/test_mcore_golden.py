@@ -6,7 +6,7 @@ describe (Megatron-LM's ``--use-checkpoint-args``, ``mcore_run.py forward-args``
 they record, loads the shipped training checkpoint strictly, and its pipeline schedule's logits on
 the release's eval set (sequences of different lengths) match ``golden/expected_logits.safetensors``
 within the float32 parity tolerance with the same top-1. The MoE release's weights are bf16; they
-are evaluated in float32, as the expected logits were (the reference forward, float32).
+are evaluated in float32, as the expected logits were (the sharded forward over the checkpoint, float32).
 
 The judge is checked too: on checkpoints megatron-core wrote itself (args as a Namespace in 0.16
 names, as a plain dict, in torch_dist's common.pt) the same path reproduces megatron-core's own

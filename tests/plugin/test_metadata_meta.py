@@ -10,6 +10,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -259,14 +261,15 @@ VERSION_BREAKS = {
         lambda r: None,
         "test_version_greater_than_baseline",
         r"version not greater than the baseline: 1.0.0, expected greater than 1.0.0 \(baseline baseline\) "
-        r"\[release.json:version\]. Fix: release as 1.0.1 or higher",
+        r"\[release.json:version\]. Fix: in the release: `vla-release manifest . --version 1.0.1`",
     ),
     "weights-changed-patch-bump": (
         _both(_flip_one, _set_version("1.0.1")),
         "test_version_bump_covers_changes",
         r"weights changed, which requires a minor bump: 1 of \d+ tensors differ "
         r"\(model.layers.2.self_attn.o_proj.weight\); 1.0.0 -> 1.0.1 is a patch bump, expected at least a minor "
-        r"bump \[model/model.safetensors:model.layers.2.self_attn.o_proj.weight\]. Fix: release as 1.1.0",
+        r"bump \[model/model.safetensors:model.layers.2.self_attn.o_proj.weight\]. "
+        r"Fix: in the release: `vla-release manifest . --version 1.1.0`",
     ),
     "architecture-changed-minor-bump": (
         _both(
@@ -276,7 +279,7 @@ VERSION_BREAKS = {
         "test_version_bump_covers_changes",
         r"architecture changed, which requires a major bump: config.json: num_hidden_layers 4 -> 5; 1.0.0 -> 1.1.0 "
         r"is a minor bump, expected at least a major bump \[model/config.json:num_hidden_layers\]. "
-        r"Fix: release as 2.0.0",
+        r"Fix: in the release: `vla-release manifest . --version 2.0.0`",
     ),
     "tokenizer-changed-patch-bump": (
         _both(
@@ -286,7 +289,7 @@ VERSION_BREAKS = {
         "test_version_bump_covers_changes",
         r"tokenizer changed, which requires a minor bump: tokenizer checksum sha256:\w+… -> sha256:\w+… "
         r"\(model/tokenizer_config.json\); 1.0.0 -> 1.0.1 is a patch bump.* \[model/tokenizer_config.json\]. "
-        r"Fix: release as 1.1.0",
+        r"Fix: in the release: `vla-release manifest . --version 1.1.0`",
     ),
 }
 
@@ -474,6 +477,27 @@ def test_exactly_the_intended_check_fails(area, name, golden_copy, run_suite, tm
     assert list(run.failed) == [test], run.failed
     assert re.search(message, run.failed[test], re.S), run.failed[test]
     run.assert_reported(test)
+
+
+@pytest.mark.parametrize("name", [n for n in VERSION_BREAKS if n != "version-not-semver"])
+def test_the_printed_version_fix_makes_the_versioning_checks_pass(name, golden_copy, run_suite, tmp_path):
+    """VLA-VER-002/003's fix, run as printed in the release, gives a version that covers the
+    changes: the versioning area then passes (the card's own version check has its own fix)."""
+    release = golden_copy("dense")
+    baseline = tmp_path / "baseline"
+    shutil.copytree(GOLDEN / "dense", baseline)
+    breaker, test, _ = VERSION_BREAKS[name]
+    breaker(release)
+    run = run_suite(release, "-m", "versioning", f"--vla-baseline={baseline}", *FAST)
+    fix = re.search(r"Fix: in the release: `([^`]+)`", run.failed[test])
+    assert fix, run.failed
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    done = subprocess.run(fix.group(1), shell=True, cwd=release, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    again = run_suite(release, "-m", "versioning", f"--vla-baseline={baseline}", *FAST)
+    assert not again.failed, again.failed
+    assert test in again.passed
 
 
 @pytest.mark.parametrize("name", ["dense", "moe"])

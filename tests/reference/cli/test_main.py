@@ -54,3 +54,15 @@ def test_console_script_is_installed(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "LlamaForCausalLM" in proc.stdout
+
+
+def test_inspect_and_merge_given_a_release_root_use_its_checkpoint(tmp_path, capsys):
+    """A release's root is not a checkpoint, but it holds one: ``checkpoint/`` is what is meant."""
+    from conftest import GOLDEN
+
+    assert main(["inspect", str(GOLDEN / "dense")]) == 0
+    assert "golden/dense/checkpoint/iter_0001000" in capsys.readouterr().out
+    tokenizer = str(GOLDEN / "dense/model")
+    assert main(["merge", str(GOLDEN / "dense"), str(tmp_path / "merged"), "--tokenizer", tokenizer, "--no-fsync"]) == 0
+    shipped = GOLDEN / "dense/model/model.safetensors"
+    assert (tmp_path / "merged/model.safetensors").read_bytes() == shipped.read_bytes()
