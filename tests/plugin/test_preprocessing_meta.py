@@ -298,3 +298,25 @@ def test_unparsable_processor_config_fails_only_the_load_check(golden_copy, run_
     text = run.failed["test_processor_loads"]
     assert re.search(r"processor config unreadable: not valid JSON: .*\[model/processor_config\.json\]", text), text
     assert "test_matches_snapshot[image_red]" in run.skipped
+
+
+def test_a_minor_bump_lets_a_fine_tune_change_its_preprocessing_and_the_printed_fix_gives_it(golden_copy, run_suite):
+    """docs/metadata.md: a preprocessing change needs at least a minor bump. VLA-PRE-003's fix,
+    run as printed in the release, gives that bump; then the check has nothing to reproduce."""
+    import os
+    import subprocess
+    import sys
+
+    base = golden_copy("dense")
+    tuned = golden_copy("moe")  # other codebooks: its preprocessing differs from dense's
+    run = run_suite(tuned, "-m", "preprocessing", f"--vla-baseline={base}", "-k", "baseline")
+    message = run.failed["test_reproduces_baseline_snapshots"]
+    fix = re.search(r"in the release: `([^`]+)`", message)
+    assert fix and fix.group(1) == "vla-release manifest . --version 1.1.0", message
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    done = subprocess.run(fix.group(1), shell=True, cwd=tuned, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    again = run_suite(tuned, "-m", "preprocessing", f"--vla-baseline={base}", "-k", "baseline")
+    assert not again.failed, again.failed
+    assert list(again.skipped) == ["test_reproduces_baseline_snapshots"]
+    assert "minor or larger bump" in again.skipped["test_reproduces_baseline_snapshots"]
