@@ -8,43 +8,19 @@ comparison. "Another CPU" is this machine made to round like a plainer one
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
-from vla_reference.golden import COMPUTED_FILES, computed
-from vla_reference.parity import compare_logits, default_tolerance, format_table
-from vla_reference.preprocessing import SNAPSHOT_SUFFIX, compare, parse
+from vla_reference.golden import COMPUTED_FILES
 from vla_reference.release import read_manifest, release_files, sha256_file
 
 from conftest import GOLDEN, REPO, another_cpu_env
+from releases import assert_same_release
 
 CPUS = {"this-cpu": {}, "another-cpu": another_cpu_env()}
-
-
-def _without_computed(manifest: dict) -> dict:
-    return {**manifest, "files": {k: v for k, v in manifest["files"].items() if not computed(k)}}
-
-
-def _same_logits(name, committed, fresh):
-    want = load_file(committed / "golden/expected_logits.safetensors")
-    got = load_file(fresh / "golden/expected_logits.safetensors")
-    assert sorted(got) == sorted(want)
-    stats = [compare_logits(k, got[k], want[k], default_tolerance(torch.float32)) for k in sorted(want)]
-    assert all(s.within for s in stats), f"{name}:\n{format_table(stats)}"
-    for k in want:
-        assert torch.equal(got[k].argmax(-1), want[k].argmax(-1)), f"{name}: top-1 of {k} changed"
-
-
-def _same_snapshot(rel, committed, fresh):
-    want, got = (committed / rel).read_text(), (fresh / rel).read_text()
-    assert parse(got)[0] == parse(want)[0], f"{rel}: header differs"
-    assert compare(got, want) == [], rel
 
 
 @pytest.mark.parametrize("cpu", sorted(CPUS))
@@ -58,17 +34,7 @@ def test_regenerating_reproduces_the_committed_release(tmp_path, cpu):
     )
     assert proc.returncode == 0, proc.stderr
     for name in ("dense", "moe"):
-        committed, fresh = GOLDEN / name, tmp_path / name
-        assert release_files(committed) == release_files(fresh)
-        for rel in release_files(committed):
-            if rel.endswith(SNAPSHOT_SUFFIX):
-                _same_snapshot(rel, committed, fresh)
-            elif not computed(rel):
-                assert (committed / rel).read_bytes() == (fresh / rel).read_bytes(), f"{name}/{rel} differs"
-        assert _without_computed(json.loads((fresh / "release.json").read_text())) == _without_computed(
-            read_manifest(committed)
-        )
-        _same_logits(name, committed, fresh)
+        assert_same_release(name, GOLDEN / name, tmp_path / name)
 
 
 @pytest.mark.parametrize("name", ["dense", "moe"])

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -81,12 +82,13 @@ def _copy_file(src: Path, dst: Path) -> None:
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
-    """Every regular file under ``src`` (sorted, caches skipped); a link or special file is refused."""
+    """Every regular file under ``src`` (sorted; Python caches and .git skipped: torch_dist's
+    ``.metadata`` is a dotfile that must go); a link or special file is refused."""
     if not src.is_dir():
         raise PackError("not a directory", path=src)
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
-        if "__pycache__" in rel.parts or any(p.startswith(".") for p in rel.parts):
+        if "__pycache__" in rel.parts or ".git" in rel.parts:
             continue
         if path.is_dir() and not path.is_symlink():
             continue
@@ -125,9 +127,8 @@ def _load_tokenizer(tok_dir: Path) -> Any:
     return tok
 
 
-def _special_ids(tok_dir: Path) -> dict[str, int]:
+def _special_ids(tok: Any, tok_dir: Path) -> dict[str, int]:
     """bos/eos/pad token IDs: special_tokens_map.json's tokens, looked up in tokenizer.json."""
-    tok = _load_tokenizer(tok_dir)
     names = read_json(tok_dir / "special_tokens_map.json") if (tok_dir / "special_tokens_map.json").is_file() else {}
     ids: dict[str, int] = {}
     for role in ("bos", "eos", "pad"):
@@ -177,7 +178,7 @@ def _norm_stats(processor_config: Path) -> Any:
     return actions.get("norm_stats") if isinstance(actions, dict) else None
 
 
-def _eval_sequences(eval_set: Path | None, tok_dir: Path) -> dict[str, Any]:
+def _eval_sequences(eval_set: Path | None, tok: Any) -> dict[str, Any]:
     if eval_set is not None:
         data = read_json(eval_set)
         seqs = data.get("sequences") if isinstance(data, dict) else None
@@ -188,7 +189,6 @@ def _eval_sequences(eval_set: Path | None, tok_dir: Path) -> dict[str, Any]:
             if not isinstance(ids, list) or not ids or not all(isinstance(t, int) and t >= 0 for t in ids):
                 raise PackError("input_ids must be a non-empty list of token IDs", path=eval_set, key=f"sequences[{i}]")
         return data
-    tok = _load_tokenizer(tok_dir)
     return {
         "description": "token ids of interleaved multimodal sequences (the golden texts through the shipped "
         "tokenizer); logits in float32",
@@ -245,9 +245,12 @@ def _expected_logits(checkpoint: Path | None, model: Path, sequences: list[list[
         from ..parity import reference_logits
 
         src = HFSource(model)
-        weights = {k: src.get(k).tensor().float() for k in src.keys()}
         arch = dataclasses.replace(src.arch, params_dtype=torch.float32)
-        logits = [reference_logits(arch, weights.__getitem__, torch.tensor([ids]))[0] for ids in sequences]
+
+        def weight(key: str) -> torch.Tensor:  # one tensor at a time, a view of the mapped file
+            return src.get(key).tensor().float()
+
+        logits = [reference_logits(arch, weight, torch.tensor([ids]))[0] for ids in sequences]
         how = "reference forward of the merged weights, float32"
     entries = [(f"seq_{i}", tuple(t.shape), torch.float32) for i, t in enumerate(logits)]
     with dst.open("wb") as f:
@@ -268,7 +271,7 @@ def _sharded(checkpoint: Path, sequences: list[list[int]], vocab: int) -> list[t
     src = open_source(checkpoint, vocab_size=vocab)
     if isinstance(src, MegatronSource):
         try:
-            return [t[: len(ids)] for t, ids in zip(sharded_logits(src, sequences), sequences, strict=True)]
+            return list(sharded_logits(src, sequences))
         finally:
             src.close()
     with tempfile.TemporaryDirectory(prefix="vla-pack-ranks-") as tmp:
@@ -398,7 +401,8 @@ def pack(
 
     vocab = tokenizer_vocab_size(tok_dir)
     ckpt_root = find_checkpoint(checkpoint).root if checkpoint is not None else None
-    ids = _special_ids(tok_dir)
+    tok = _load_tokenizer(tok_dir)
+    ids = _special_ids(tok, tok_dir)
     overrides: dict[str, Any] = dict(ids)
     if "processor_config.json" in proc_files and (stats := _norm_stats(proc_files["processor_config.json"])):
         overrides["norm_stats"] = stats
@@ -424,7 +428,7 @@ def pack(
         for part, given in (("configs", configs), ("docker", docker), ("scripts", scripts), ("examples", examples)):
             if given is not None:
                 _copy_tree(given, tmp / PARTS[part].path)
-        data = _eval_sequences(eval_set, tok_dir)
+        data = _eval_sequences(eval_set, tok)
         (tmp / EVAL_SET).parent.mkdir(parents=True, exist_ok=True)
         (tmp / EVAL_SET).write_text(_dump(data))
         log("computing the expected logits")
@@ -456,8 +460,6 @@ def suite_command(out: Path, baseline: Path | None, extra: Sequence[str] = ()) -
     """The conformance suite on a packed release, as ``pack`` runs it. A release with no
     training checkpoint (a fine-tune packed from ``--hf``) is partial by design: the verdict
     says which areas were not checked, and the exit status is 0 when nothing failed."""
-    import sys
-
     cmd = [sys.executable, "-m", "pytest", f"--vla-release={out}", "-q", "-p", "no:cacheprovider"]
     if baseline is not None:
         cmd.append(f"--vla-baseline={baseline}")

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import shutil
 
-import mutations
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+import mutations
 from conftest import GOLDEN
 
 FILES = mutations.release_files(GOLDEN / "dense")

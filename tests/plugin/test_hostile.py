@@ -16,9 +16,9 @@ import shutil
 import zipfile
 from pathlib import Path
 
-import mutations
 import pytest
 
+import mutations
 from conftest import GOLDEN
 
 TIME_BOUND_S = 120  # each hostile run (its area, or the whole suite) ends within this, with a verdict

@@ -14,18 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vla_reference.cli import main as cli_main
 from vla_reference.cli._main import build_parser
-from vla_reference.golden._specs import computed
-from vla_reference.parity import compare_logits, default_tolerance
-from vla_reference.release import PackError, pack, read_manifest, release_files
+from vla_reference.release import PackError, pack, read_manifest
 from vla_reference.release import _pack as pack_module
 
 from conftest import GOLDEN
+from releases import assert_same_logits, assert_same_release
 
 DENSE = GOLDEN / "dense"
 NAME, DATE = "VLA-Driver-Tiny-Dense", "2026-11-01"
@@ -41,22 +39,6 @@ def parts(release: Path = DENSE) -> dict[str, Path]:
         "docker": release / "docker",
         "scripts": release / "scripts",
     }
-
-
-def assert_same_release(got: Path, want: Path) -> None:
-    """Every file byte for byte but the computed floats, which agree within the parity tolerance."""
-    assert release_files(got) == release_files(want)
-    for rel in release_files(want):
-        if rel == "release.json":
-            strip = lambda m: {**m, "files": {k: v for k, v in m["files"].items() if not computed(k)}}  # noqa: E731
-            assert strip(read_manifest(got)) == strip(read_manifest(want))
-        elif rel.endswith(".safetensors") and computed(rel):
-            a, b = load_file(got / rel), load_file(want / rel)
-            assert sorted(a) == sorted(b), rel
-            for k in a:
-                assert compare_logits(k, a[k], b[k], default_tolerance(torch.float32)).within, (rel, k)
-        elif not computed(rel):
-            assert (got / rel).read_bytes() == (want / rel).read_bytes(), rel
 
 
 @pytest.fixture
@@ -77,17 +59,34 @@ def test_packing_the_golden_parts_gives_the_golden_release(tmp_path):
     snapshots recorded, release.json written: golden/dense, which the builder made the same way."""
     out = tmp_path / "release"
     manifest = pack(out, checkpoint=DENSE / "checkpoint", **parts(), name=NAME, version="1.0.0", date=DATE, fsync=False)
-    assert_same_release(out, DENSE)
+    assert_same_release("dense", DENSE, out)
     assert manifest == read_manifest(out)
     with safe_open(out / "golden/expected_logits.safetensors", "pt") as f:
         assert f.metadata()["source"] == "sharded forward over the training checkpoint, float32"
+
+
+def test_a_torch_dist_checkpoint_packs_whole_and_gives_the_same_model(tmp_path):
+    """megatron-core's default format: every file shipped (``.metadata`` is a dotfile), the
+    same merged model, logits from the sharded forward at its recorded layout."""
+    from vla_reference.megatron import MegatronSource, write_torch_dist
+
+    src = MegatronSource.open(DENSE / "checkpoint")
+    write_torch_dist(src, tmp_path / "ckpt", src.layout, iteration=src.iteration)
+    src.close()
+    out = tmp_path / "release"
+    pack(out, checkpoint=tmp_path / "ckpt", **parts(), name=NAME, version="1.0.0", date=DATE, fsync=False)
+    shipped = sorted(p.relative_to(tmp_path / "ckpt") for p in (tmp_path / "ckpt").rglob("*") if p.is_file())
+    assert shipped == sorted(p.relative_to(out / "checkpoint") for p in (out / "checkpoint").rglob("*") if p.is_file())
+    assert any(p.name == ".metadata" for p in shipped)
+    assert (out / "model/model.safetensors").read_bytes() == (DENSE / "model/model.safetensors").read_bytes()
+    assert_same_logits("torch_dist", DENSE, out)
 
 
 def test_a_fine_tune_packs_from_its_hugging_face_directory_and_twice_gives_the_same_bytes(tmp_path, fine_tune):
     one, two = tmp_path / "one", tmp_path / "two"
     for out in (one, two):
         pack(out, hf=fine_tune, **parts(), name=NAME, version="1.1.0", date=DATE, fsync=False)
-    assert_same_release(one, two)
+    assert_same_release("fine-tune", one, two)
     assert not (one / "checkpoint").exists()  # none was given: the suite says so, and skips those checks
     assert (one / "model/model.safetensors").read_bytes() == (fine_tune / "model.safetensors").read_bytes()
     assert json.loads((one / "model/config.json").read_text()) == json.loads((fine_tune / "config.json").read_text())

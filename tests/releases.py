@@ -1,0 +1,50 @@
+"""Two releases built from the same inputs are the same release: every pure file byte for byte,
+the computed ones (docs/release-format.md) within their tolerance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from vla_reference.golden import computed
+from vla_reference.parity import compare_logits, default_tolerance, format_table
+from vla_reference.preprocessing import SNAPSHOT_SUFFIX, compare, parse
+from vla_reference.release import read_manifest, release_files
+
+
+def without_computed(manifest: dict) -> dict:
+    return {**manifest, "files": {k: v for k, v in manifest["files"].items() if not computed(k)}}
+
+
+def assert_same_logits(name: str, committed: Path, fresh: Path) -> None:
+    want = load_file(committed / "golden/expected_logits.safetensors")
+    got = load_file(fresh / "golden/expected_logits.safetensors")
+    assert sorted(got) == sorted(want)
+    stats = [compare_logits(k, got[k], want[k], default_tolerance(torch.float32)) for k in sorted(want)]
+    assert all(s.within for s in stats), f"{name}:\n{format_table(stats)}"
+    for k in want:
+        assert torch.equal(got[k].argmax(-1), want[k].argmax(-1)), f"{name}: top-1 of {k} changed"
+
+
+def assert_same_snapshot(rel: str, committed: Path, fresh: Path) -> None:
+    want, got = (committed / rel).read_text(), (fresh / rel).read_text()
+    assert parse(got)[0] == parse(want)[0], f"{rel}: header differs"
+    assert compare(got, want) == [], rel
+
+
+def assert_same_release(name: str, committed: Path, fresh: Path) -> None:
+    """``fresh`` is ``committed`` rebuilt: same files, pure ones byte for byte, release.json but
+    for the computed files' entries, snapshots and logits within their tolerance."""
+    assert release_files(committed) == release_files(fresh)
+    for rel in release_files(committed):
+        if rel.endswith(SNAPSHOT_SUFFIX):
+            assert_same_snapshot(rel, committed, fresh)
+        elif not computed(rel):
+            assert (committed / rel).read_bytes() == (fresh / rel).read_bytes(), f"{name}/{rel} differs"
+    assert without_computed(json.loads((fresh / "release.json").read_text())) == without_computed(
+        read_manifest(committed)
+    )
+    assert_same_logits(name, committed, fresh)
