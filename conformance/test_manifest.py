@@ -45,8 +45,8 @@ def _listed(release: Release, manifest: dict[str, Any]) -> tuple[dict[str, Liste
 
 NOT_A_RELEASE_FIX = (
     "lay the parts out as docs/release-format.md describes (the Hugging Face directory as model/, the "
-    "Megatron checkpoint as checkpoint/, the golden eval set under golden/), then write release.json with "
-    "`vla-release manifest <release>`"
+    "Megatron checkpoint as checkpoint/, the golden eval set under golden/), then write release.json: "
+    "in the release: `vla-release manifest .`"
 )
 
 
@@ -76,7 +76,7 @@ def test_no_code_in_the_release(vla_release: Release, vla_model_dir: Path) -> No
     _report(Findings("code in the release", vla_release.root), remote_code(vla_model_dir))
 
 
-@rule("VLA-MAN-001", fix="regenerate release.json with `vla-release manifest <release>`")
+@rule("VLA-MAN-001", fix="regenerate release.json: in the release: `vla-release manifest .`")
 def test_manifest_entries_well_formed(vla_release: Release) -> None:
     """release.json is there and parses, and has a 'files' object whose every entry has a byte size
     and a SHA-256 hex digest. (The other checks that read it skip when it is unreadable.)"""
@@ -95,7 +95,7 @@ def test_no_listed_file_missing(vla_release: Release, vla_manifest: dict[str, An
     _report(Findings("manifest: missing files", vla_release.root), check_missing(vla_release.root, listed))
 
 
-@rule("VLA-MAN-003", fix="list the file with `vla-release manifest <release>`, or remove it")
+@rule("VLA-MAN-003", fix="remove the file, or list it: in the release: `vla-release manifest .`")
 def test_no_unlisted_file(vla_release: Release, vla_manifest: dict[str, Any]) -> None:
     """Every file of the release (version-control and cache paths aside) is listed in release.json."""
     names = listed_names(vla_manifest)

@@ -114,9 +114,7 @@ def test_package_complete(vla_release: Release, vla_tokenizer_package: Tokenizer
     _check("tokenizer package", vla_release, missing_files(vla_tokenizer_package))
 
 
-@rule(
-    "VLA-TOK-003", fix="refresh release.json with `vla-release manifest <release>` after a deliberate tokenizer change"
-)
+@rule("VLA-TOK-003", fix="after a deliberate tokenizer change: in the release: `vla-release manifest .`")
 def test_checksum_matches_manifest(vla_release: Release, vla_manifest: dict[str, Any]) -> None:
     """The tokenizer checksum recomputed from the package files equals release.json's tokenizer_checksum."""
     _check("tokenizer checksum", vla_release, checksum_mismatches(vla_release.root, vla_manifest))

@@ -1,9 +1,14 @@
-"""Two releases built from the same inputs are the same release: every pure file byte for byte,
-the computed ones (docs/release-format.md) within their tolerance."""
+"""Helpers on whole releases: two releases built from the same inputs are the same release (every
+pure file byte for byte, the computed ones, docs/release-format.md, within their tolerance); a
+failure's printed fix, run as a user runs it."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -48,3 +53,16 @@ def assert_same_release(name: str, committed: Path, fresh: Path) -> None:
         read_manifest(committed)
     )
     assert_same_logits(name, committed, fresh)
+
+
+def run_printed_fix(message: str, release: Path) -> str:
+    """Run the fix a failure prints as ``in the release: `CMD``` the way a user would: a shell in
+    the release directory, with this environment's commands (``vla-release``, ``pytest``) on
+    PATH. Asserts there is one and it exits 0; returns the command."""
+    __tracebackhide__ = True
+    fix = re.search(r"in the release: `([^`]+)`", message)
+    assert fix, f"no runnable fix in: {message}"
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    done = subprocess.run(fix.group(1), shell=True, cwd=release, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{fix.group(1)}: {done.stdout}{done.stderr}"
+    return fix.group(1)

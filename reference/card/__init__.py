@@ -18,6 +18,8 @@ from ._release import (
     config_context_length,
     parse_context_length,
     parse_count,
+    restate_card_version,
+    restate_version,
     statements,
 )
 from ._rules import FACTS, LIMITATION_TOPICS, PLACEHOLDER_PATTERN, PLACEHOLDERS, SECTION_KEYS, SECTIONS, ItemKind
@@ -53,6 +55,8 @@ __all__ = [
     "config_context_length",
     "parse_context_length",
     "parse_count",
+    "restate_card_version",
+    "restate_version",
     "statements",
     "FACTS",
     "LIMITATION_TOPICS",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +32,8 @@ __all__ = [
     "parse_context_length",
     "config_context_length",
     "check_version",
+    "restate_version",
+    "restate_card_version",
     "check_release_date",
     "check_license",
     "check_parameters",
@@ -143,8 +145,8 @@ def _where(s: Statement) -> str:
     return s.source + (f" (line {s.line})" if s.line else "")
 
 
-def check_version(card: ModelCard, version: str) -> list[Finding]:
-    """Every version the card states (front matter, labels, title) equals ``release.json``'s."""
+def _stated_versions(card: ModelCard) -> list[tuple[str, Statement]]:
+    """Every version the card states, with where: front matter, labels, table rows, title."""
     found: list[tuple[str, Statement]] = []
     for s in statements(card, "version", headings=False):
         if s.in_front_matter:
@@ -156,6 +158,76 @@ def check_version(card: ModelCard, version: str) -> list[Finding]:
         found.extend(
             (m.group(1), Statement(title.title, title.line, "title")) for m in _SEMVER_TOKEN.finditer(title.title)
         )
+    return found
+
+
+def restate_version(text: str, version: str) -> str:
+    r"""The card text with every version it states (where :func:`check_version` reads them) set to
+    ``version``; the rest of the text is kept byte for byte. ``vla-release manifest --version``
+    uses it, so that one command bumps the release and its card together.
+
+    >>> card = "---\nversion: 1.0.0\n---\n\n# Model v1.0.0\n\nTrained since v0.9.\n"
+    >>> print(restate_version(card, "1.1.0"), end="")
+    ---
+    version: 1.1.0
+    ---
+    <BLANKLINE>
+    # Model v1.1.0
+    <BLANKLINE>
+    Trained since v0.9.
+    """
+    from ._card import parse_card
+
+    found = _stated_versions(parse_card(text, Path("README.md")))
+    lines = text.splitlines(keepends=True)
+    fm_end = (
+        next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), 0)
+        if lines and lines[0].strip() == "---"
+        else 0
+    )
+    for old, s in found:
+        if old == version:
+            continue
+        if s.in_front_matter:
+            where = [i for i in range(1, fm_end) if re.match(r"\s*version\s*:", lines[i])]
+        elif s.line is not None:
+            where = [s.line - 1]
+        else:  # a table row: the line that holds its cell
+            where = [i for i, line in enumerate(lines) if line.lstrip().startswith("|") and s.value in line]
+        token = re.compile(rf"(?<![\w.])(v?){re.escape(old)}(?![\w.]*\d)")
+        for i in where:
+            if 0 <= i < len(lines):
+                lines[i] = token.sub(lambda m: m.group(1) + version, lines[i])
+    return "".join(lines)
+
+
+def restate_card_version(root: Path, version: str, log: Callable[[str], None] = lambda _: None) -> Path | None:
+    """Write ``version`` where the card of the release ``root`` states a version (see
+    :func:`restate_version`); returns the card's path if it changed. A card that cannot be read
+    is left as it is, and said so through ``log``."""
+    from .._fs import atomic_write_bytes, read_text
+    from ..errors import ReleaseError
+    from ._card import MAX_CARD_BYTES, find_card
+
+    path = find_card(root)
+    if path is None:
+        return None
+    try:
+        text = read_text(path, max_bytes=MAX_CARD_BYTES, what="model card")
+    except ReleaseError as e:
+        log(f"{path}: not restating the version: {e}")
+        return None
+    new = restate_version(text, version)
+    if new == text:
+        return None
+    atomic_write_bytes(path, new.encode())
+    log(f"restated version {version} in {path}")
+    return path
+
+
+def check_version(card: ModelCard, version: str) -> list[Finding]:
+    """Every version the card states (front matter, labels, title) equals ``release.json``'s."""
+    found = _stated_versions(card)
     if not found:
         return [
             Finding(
@@ -175,7 +247,8 @@ def check_version(card: ModelCard, version: str) -> list[Finding]:
             path=card.path,
             key="basic_information.version",
             line=s.line,
-            fix=f"write {version} in the card, or correct release.json's version",
+            fix=f"in the release: `vla-release manifest . --version {version}` (writes it where the card states a "
+            "version), or correct release.json's version",
         )
         for v, s in found
         if v != version

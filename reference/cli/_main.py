@@ -91,9 +91,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vocab_opts(i)
     add_pack_parser(sub)
+    add_snapshots_parser(sub)
     add_card_parser(sub)
     add_manifest_parser(sub)
     return p
+
+
+def add_snapshots_parser(sub: Any) -> None:
+    s = sub.add_parser(
+        "snapshots",
+        help="re-record a release's preprocessing snapshots (and refresh release.json) after a processor change",
+        description="Record the preprocessing snapshots with the release's own processor, under its version or "
+        "--version X (also written into release.json and the card), then refresh release.json. A preprocessing "
+        "change under the version the snapshots were recorded for is refused.",
+    )
+    s.add_argument("release", type=Path, help="the release directory")
+    s.add_argument("--version", help="record under this version (a preprocessing change needs at least a minor bump)")
+    s.add_argument(
+        "--resave-processor",
+        action="store_true",
+        help="first rewrite the processor configs as save_pretrained(from_pretrained(model/)) writes them",
+    )
+
+
+def _snapshots(args: argparse.Namespace) -> int:
+    from ..release import rerecord_snapshots
+
+    try:
+        done = rerecord_snapshots(
+            args.release,
+            version=args.version,
+            resave_processor=args.resave_processor,
+            log=(lambda m: None) if args.quiet else (lambda m: print(f"vla-release snapshots: {m}", file=sys.stderr)),
+        )
+    except ReleaseError as e:
+        print(f"vla-release: error: {e}", file=sys.stderr)
+        return 1
+    print(f"recorded {done['written']} snapshots under {done['version']}: {len(done['changed'])} changed")
+    return 0
 
 
 def add_pack_parser(sub: Any) -> None:
@@ -252,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="vla-release: %(levelname)s: %(message)s")
     if args.command == "pack":
         return _pack(args)
+    if args.command == "snapshots":
+        return _snapshots(args)
     if args.command in ("card", "manifest"):
         try:
             return (run_card if args.command == "card" else run_manifest)(args, print)

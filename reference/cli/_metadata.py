@@ -3,6 +3,8 @@
 ``vla-release card PATH [--json] [--release DIR]`` prints the card's section statuses and its
 findings, and exits 1 if there are any. ``vla-release manifest RELEASE`` writes or refreshes
 ``release.json``; with ``--check`` it verifies it instead and prints one table of mismatches.
+``--version X`` also restates X wherever the model card states the release's version (front
+matter, title, labels), so that one command bumps the release and its card together.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from ..card._card import CardReport, find_card, read_card
 from ..card._lint import lint_card
-from ..card._release import check_against_release
+from ..card._release import check_against_release, restate_card_version
 from ..errors import LayoutError
 from ..release._manifest import MANIFEST, mismatch_problems, mismatch_table, verify_manifest, write_manifest
 from ..release._semver import VersionError, parse_version
@@ -56,7 +58,11 @@ def add_manifest_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     m = sub.add_parser("manifest", help="write or refresh release.json: every file's size and SHA-256")
     m.add_argument("release", type=Path, help="the release directory")
     m.add_argument("--name", help="release name (kept from release.json when not given)")
-    m.add_argument("--version", type=_semver, help="release version, strict SemVer (kept when not given)")
+    m.add_argument(
+        "--version",
+        type=_semver,
+        help="release version, strict SemVer (kept when not given); also written where the model card states it",
+    )
     m.add_argument("--date", type=_iso_date, help="release date YYYY-MM-DD (kept when not given)")
     m.add_argument("--check", action="store_true", help="verify release.json instead of writing it; exit 1 on problems")
 
@@ -97,6 +103,8 @@ def run_manifest(args: argparse.Namespace, out: Out) -> int:
             out(mismatch_table(rows))
         out(f"{len(problems)} problem(s)" if problems else f"{root / MANIFEST}: every file listed and intact")
         return 1 if problems else 0
+    if args.version is not None:
+        restate_card_version(root, args.version, out)
     manifest = write_manifest(root, name=args.name, version=args.version, date=args.date)
     total = sum(int(e["size"]) for e in manifest["files"].values())
     out(f"wrote {root / MANIFEST}: {len(manifest['files'])} files, {total} bytes")

@@ -1,13 +1,16 @@
 """The golden releases' builder: ``python -m vla_reference.golden golden/``."""
 
-from ._builder import build_all, build_release
-from ._specs import COMPUTED_FILES, GOLDEN, GoldenSpec, computed
+from ._builder import build_all, build_fine_tune, build_release
+from ._specs import COMPUTED_FILES, FINE_TUNES, GOLDEN, FineTuneSpec, GoldenSpec, computed
 
 __all__ = [
     "COMPUTED_FILES",
+    "FINE_TUNES",
+    "FineTuneSpec",
     "GOLDEN",
     "GoldenSpec",
     "build_all",
+    "build_fine_tune",
     "build_release",
     "computed",
 ]

@@ -13,7 +13,31 @@ from ..repro._matrix import MATRIX
 from ._specs import PROMPTS, RELEASE_DATE, GoldenSpec
 
 
-def card_text(spec: GoldenSpec, arch: Arch, version: str, params: int) -> str:
+def card_text(
+    spec: GoldenSpec,
+    arch: Arch,
+    version: str,
+    params: int,
+    *,
+    date: str = RELEASE_DATE,
+    fine_tune_of: str | None = None,
+) -> str:
+    """The card; ``fine_tune_of`` ("NAME vX.Y.Z") makes it a fine-tune's card: no training
+    checkpoint ships, so it claims no sharded-vs-merged result."""
+    if fine_tune_of is None:
+        origin = "Its weights are\nrandom: it exists to exercise the release checks, not to drive anything."
+        lineage = ""
+        results = (
+            "| Golden eval set (`golden/`) | sharded-vs-merged max abs logit difference | 0.0 (bit-exact merge) |\n"
+            "| Golden eval set (`golden/`) | top-1 agreement with the training-side logits | 100% |"
+        )
+    else:
+        origin = (
+            f"It is a fine-tune of\n{fine_tune_of}: that release's random weights plus seeded noise, with the same "
+            "tokenizer\nand preprocessing. It exists to exercise the checks a fine-tune meets against its base."
+        )
+        lineage = f"- **Fine-tuned from:** {fine_tune_of} (weights only)\n"
+        results = "| Golden eval set (`golden/`) | top-1 agreement with the expected logits | 100% |"
     return f"""---
 license: apache-2.0
 language:
@@ -25,7 +49,7 @@ tags:
 - autonomous-driving
 model_name: {spec.name}
 version: {version}
-release_date: {RELEASE_DATE}
+release_date: {date}
 parameters: {params}
 context_length: {arch.max_position_embeddings}
 ---
@@ -35,15 +59,14 @@ context_length: {arch.max_position_embeddings}
 ## Model Details
 
 - **Name and version:** {spec.name} v{version}
-- **Release date:** {RELEASE_DATE}
+- **Release date:** {date}
 - **Model type:** {spec.model_type} (multimodal autoregressive transformer, unified generation and understanding)
 - **Parameters:** {params} ({params / 1e6:.2f}M)
 - **Context length:** {arch.max_position_embeddings} tokens
 - **License:** Apache-2.0
 - **Contact:** vla-releases@pytest-vla.dev
-
-This is a tiny synthetic release built by pytest-vla's golden-release generator. Its weights are
-random: it exists to exercise the release checks, not to drive anything.
+{lineage}
+This is a tiny synthetic release built by pytest-vla's golden-release generator. {origin}
 
 ## Intended Use
 
@@ -74,8 +97,7 @@ The corpus was written for this purpose and contains no personal data.
 
 | Benchmark | Metric | Score |
 |---|---|---|
-| Golden eval set (`golden/`) | sharded-vs-merged max abs logit difference | 0.0 (bit-exact merge) |
-| Golden eval set (`golden/`) | top-1 agreement with the training-side logits | 100% |
+{results}
 
 ### Limitations
 - **Factuality:** the model has random weights; every output is meaningless.

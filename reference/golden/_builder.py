@@ -2,8 +2,11 @@
 
     python -m vla_reference.golden golden/
 
-writes ``golden/dense`` (Llama-style, TP=2 PP=2) and ``golden/moe`` (MoE every 2nd layer,
-TP=2 PP=2 EP=2). The suite passes on both; tests copy and break them. The builder makes what a
+writes ``golden/dense`` (Llama-style, TP=2 PP=2), ``golden/moe`` (MoE every 2nd layer,
+TP=2 PP=2 EP=2) and ``golden/dense-ft``: a downstream team's fine-tune of the dense release (a
+Hugging Face directory with changed weights, no training checkpoint, version 1.1.0), packed with
+``--baseline golden/dense``. The suite passes on all three (the fine-tune against its base);
+tests copy and break them. The builder makes what a
 lab holds after training (checkpoint, tokenizer package, processor, card, configs, environment,
 launch script) and hands it to ``pack``, as a lab would: pack's first user.
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -34,9 +38,9 @@ from ..repro._environment import ENVIRONMENT_FILES
 from ..repro._launch import DEFAULT_LAUNCH_SCRIPT
 from ..tokenizer._build import build_tokenizer
 from ._assets import DOCKERFILE, card_text, config_matrix, environment_record, launch_script_text
-from ._specs import GOLDEN, RELEASE_DATE, GoldenSpec
+from ._specs import FINE_TUNES, GOLDEN, RELEASE_DATE, FineTuneSpec, GoldenSpec
 
-__all__ = ["build_release", "build_all", "main"]
+__all__ = ["build_release", "build_fine_tune", "build_all", "main"]
 
 
 def _count_params(arch: Arch, weights: dict[str, torch.Tensor]) -> int:
@@ -154,20 +158,74 @@ def build_release(spec: GoldenSpec, dst: Path, *, version: str = "1.0.0") -> Non
         )
 
 
+def build_fine_tune(ft: FineTuneSpec, dst: Path, base: Path) -> None:
+    """Build the golden fine-tune ``ft`` at ``dst`` from its built base release ``base``: what a
+    downstream team holds (a Hugging Face directory of the fine-tuned weights, the base's
+    tokenizer and processor, a card), packed against the base as ``--baseline``."""
+    spec = next(s for s in GOLDEN if s.dirname == ft.base)
+    base_version = json.loads((base / "release.json").read_text())["version"]
+    src = HFSource(base / PARTS["model"].path)
+    weights = {
+        key: src.get(key).tensor() + gaussian(src.get(key, meta=True).shape, ft.seed * 1000 + i, std=ft.std)
+        for i, key in enumerate(sorted(src.keys()))
+    }
+    with tempfile.TemporaryDirectory(prefix="vla-golden-ft-") as work:
+        hf = Path(work) / "fine-tuned"
+        write_hf(DictSource(src.arch, weights), hf, fsync=False)
+        shutil.copyfile(base / PARTS["model"].path / "generation_config.json", hf / "generation_config.json")
+        card = Path(work) / "README.md"
+        card.write_text(
+            card_text(
+                spec,
+                src.arch,
+                ft.version,
+                _count_params(src.arch, weights),
+                date=ft.date,
+                fine_tune_of=f"{spec.name} v{base_version}",
+            )
+        )
+        model = base / PARTS["model"].path
+        pack(
+            dst,
+            hf=hf,
+            tokenizer=model,
+            processor=model,
+            card=card,
+            configs=base / PARTS["configs"].path,
+            docker=base / PARTS["docker"].path,
+            scripts=base / PARTS["scripts"].path,
+            name=spec.name,
+            version=ft.version,
+            date=ft.date,
+            baseline=base,
+            overwrite=True,
+            fsync=False,
+        )
+
+
 def build_all(out: Path, only: Sequence[str] = ()) -> list[Path]:
+    """Build the golden releases into ``out`` (``only``: these dirnames); a fine-tune is built
+    after its base, which must be in ``out`` (built now or before)."""
     built = []
     for spec in GOLDEN:
         if only and spec.dirname not in only:
             continue
         build_release(spec, out / spec.dirname)
         built.append(out / spec.dirname)
+    for ft in FINE_TUNES:
+        if only and ft.dirname not in only:
+            continue
+        if not (out / ft.base / "release.json").is_file():
+            raise SystemExit(f"{out / ft.base}: {ft.dirname} is built from it; build it first (--only {ft.base})")
+        build_fine_tune(ft, out / ft.dirname, out / ft.base)
+        built.append(out / ft.dirname)
     return built
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vla_reference.golden", description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path, help="directory to write the golden releases into (e.g. golden/)")
-    p.add_argument("--only", nargs="*", default=[], help="build only these (dense, moe)")
+    p.add_argument("--only", nargs="*", default=[], help="build only these (dense, moe, dense-ft)")
     args = p.parse_args(argv)
     for path in build_all(args.out, args.only):
         print(path, file=sys.stderr)

@@ -87,4 +87,21 @@ GOLDEN: Final[tuple[GoldenSpec, ...]] = (
     ),
 )
 
+
+@dataclass(frozen=True)
+class FineTuneSpec:
+    """A golden fine-tune: a downstream team's Hugging Face directory derived from the golden
+    release ``base`` (its weights plus seeded noise of ``std``; same tokenizer and preprocessing),
+    packed with ``--baseline`` at a minor bump, as docs/metadata.md asks for changed weights."""
+
+    dirname: str
+    base: str
+    version: str
+    date: str
+    seed: int
+    std: float
+
+
+FINE_TUNES: Final[tuple[FineTuneSpec, ...]] = (FineTuneSpec("dense-ft", "dense", "1.1.0", "2026-11-20", 11, 0.01),)
+
 PROMPTS: Final = GOLDEN_TEXTS  # the eval set pack makes from the tokenizer

@@ -27,6 +27,7 @@ from ._manifest import (
 )
 from ._pack import GOLDEN_TEXTS, PackError, pack
 from ._release import PARTS, Part, Release
+from ._rerecord import SnapshotsError, rerecord_snapshots
 from ._semver import Bump, Version, VersionError, bump_between, next_version, parse_version, required_for
 from ._tensor_hashes import count_parameters, tensor_hashes, weight_files
 from ._versioning import (
@@ -41,6 +42,8 @@ from ._versioning import (
 __all__ = [
     "pack",
     "PackError",
+    "rerecord_snapshots",
+    "SnapshotsError",
     "GOLDEN_TEXTS",
     "CODE_SUFFIXES",
     "remote_code",

@@ -224,7 +224,7 @@ def escapes(rel: str) -> bool:
 def listed_files(manifest: Mapping[str, Any], *, path: Path) -> tuple[dict[str, Listed], list[Finding]]:
     """The well-formed ``files`` entries, and a problem for each malformed one."""
     files = manifest.get("files")
-    fix = "regenerate it with `vla-release manifest <release>`"
+    fix = "regenerate it: in the release: `vla-release manifest .`"
     if not isinstance(files, dict):
         observed = "no 'files'" if files is None else f"'files' is a {type(files).__name__}"
         return {}, [
@@ -311,7 +311,7 @@ def check_missing(root: Path, listed: Mapping[str, Listed]) -> list[Finding]:
             f"{e.size} bytes, sha256 {e.sha256[:12]}…",
             root / e.path,
             None,
-            "restore the file, or regenerate the manifest with `vla-release manifest <release>` if it was removed",
+            "restore the file, or if it was removed: in the release: `vla-release manifest .`",
         )
         for e in _checkable(root, listed)
         if not (root / e.path).is_file()
@@ -334,7 +334,7 @@ def check_unlisted(root: Path, listed: Iterable[str], tree: Tree) -> list[Findin
             "every file listed with its size and sha256",
             root / rel,
             None,
-            "remove the file, or add it with `vla-release manifest <release>`",
+            "remove the file, or list it: in the release: `vla-release manifest .`",
         )
         for rel in tree.files
         if rel not in listed and not _ignored(rel)
@@ -382,8 +382,7 @@ def mismatch_problems(root: Path, rows: Iterable[FileMismatch]) -> list[Finding]
                 expected,
                 root / r.path,
                 None,
-                "restore the released file, or refresh the manifest with `vla-release manifest <release>` "
-                "if the change is intended",
+                "restore the released file, or if the change is intended: in the release: `vla-release manifest .`",
             )
         )
     return out

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from vla_reference import padded_vocab_size
 
 from conftest import GOLDEN
+from releases import run_printed_fix
 
 RANK = "checkpoint/iter_0001000/{}/model_optim_rng.pt"
 
@@ -189,25 +190,10 @@ def test_golden_releases_conform(run_suite):
 def test_the_printed_fix_makes_the_arguments_check_pass(name, golden_copy, run_suite):
     """VLA-CKPT-006's fix, run as printed in the release (a shell command), makes the check and
     the manifest checks pass."""
-    import os
-    import subprocess
-    import sys
-
     release = golden_copy("dense")
     BREAKS[name][0](release)
     run = run_suite(release, "-m", "checkpoint", "-k", "arguments_json")
-    fix = re.search(r"Fix: in the release: `([^`]+)`", run.failed["test_arguments_json_agrees_with_rank_args"])
-    assert fix, run.failed
-    bin_dir = str(Path(sys.executable).parent)
-    done = subprocess.run(
-        fix.group(1),
-        shell=True,
-        cwd=release,
-        env={**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]},
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
+    run_printed_fix(run.failed["test_arguments_json_agrees_with_rank_args"], release)
     again = run_suite(release, "-m", "checkpoint or manifest")
     assert not again.failed, again.failed
     assert "test_arguments_json_agrees_with_rank_args" in again.passed

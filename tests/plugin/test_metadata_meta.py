@@ -10,14 +10,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file, save_file
 
 from conftest import GOLDEN
+from releases import run_printed_fix
 
 CARD = "model/README.md"
 # the inner runs need no unraisable-exception sweep (a gc.collect per run: half of its time)
@@ -201,7 +200,8 @@ CARD_BREAKS = {
         front_matter("version", "1.0.1"),
         "test_card_version_matches_release",
         r"card version differs from release.json: 1.0.1 in front matter:version, expected 1.0.0 \(release.json\) "
-        r"\[model/README.md:basic_information.version\]. Fix: write 1.0.0 in the card",
+        r"\[model/README.md:basic_information.version\]. "
+        r"Fix: in the release: `vla-release manifest \. --version 1\.0\.0`",
     ),
     "release-date-in-future": (
         card(lambda t: t.replace("2026-11-01", "2099-01-01")),
@@ -310,7 +310,7 @@ MANIFEST_BREAKS = {
         lambda r: edit_json(r, "release.json", lambda m: m["files"]["model/config.json"].__setitem__("sha256", "xyz")),
         "test_manifest_entries_well_formed",
         r"malformed manifest entry: sha256 'xyz', expected a byte count and 64 lower-case hex digits "
-        r"\[release.json:files.model/config.json\]. Fix: regenerate it with `vla-release manifest <release>`",
+        r"\[release.json:files.model/config.json\]. Fix: regenerate it: in the release: `vla-release manifest .`",
     ),
     "listed-file-missing": (
         lambda r: (r / "docker/environment.json").unlink(),
@@ -322,7 +322,7 @@ MANIFEST_BREAKS = {
         write("notes.txt", "remember to tag the release\n"),
         "test_no_unlisted_file",
         r"file not in the manifest: present but not listed, expected every file listed with its size and sha256 "
-        r"\[notes.txt\]. Fix: remove the file, or add it with `vla-release manifest <release>`",
+        r"\[notes.txt\]. Fix: remove the file, or list it: in the release: `vla-release manifest .`",
     ),
     "listed-path-escapes": (
         _escaping_entry,
@@ -340,7 +340,7 @@ MANIFEST_BREAKS = {
         lambda r: edit(r, "configs/vla-1b-dense.json", lambda t: t.replace('"cosine"', '"linear"')),
         "test_sizes_and_hashes_match",
         r"sha256 differs: sha256 \w{64}, expected \w{64} as listed \[configs/vla-1b-dense.json\]. "
-        r"Fix: restore the released file, or refresh the manifest.*\n\nfile +listed size +actual size +listed sha256 "
+        r"Fix: restore the released file, or if the change is intended: in the release: `vla-release manifest \.`.*\n\nfile +listed size +actual size +listed sha256 "
         r"+actual sha256\nconfigs/vla-1b-dense.json +\d+ +\d+ +\w{16} +\w{16}",
     ),
 }
@@ -482,22 +482,30 @@ def test_exactly_the_intended_check_fails(area, name, golden_copy, run_suite, tm
 @pytest.mark.parametrize("name", [n for n in VERSION_BREAKS if n != "version-not-semver"])
 def test_the_printed_version_fix_makes_the_versioning_checks_pass(name, golden_copy, run_suite, tmp_path):
     """VLA-VER-002/003's fix, run as printed in the release, gives a version that covers the
-    changes: the versioning area then passes (the card's own version check has its own fix)."""
+    changes and states it in the card too: versioning, card and manifest then pass."""
     release = golden_copy("dense")
     baseline = tmp_path / "baseline"
     shutil.copytree(GOLDEN / "dense", baseline)
     breaker, test, _ = VERSION_BREAKS[name]
     breaker(release)
     run = run_suite(release, "-m", "versioning", f"--vla-baseline={baseline}", *FAST)
-    fix = re.search(r"Fix: in the release: `([^`]+)`", run.failed[test])
-    assert fix, run.failed
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
-    done = subprocess.run(fix.group(1), shell=True, cwd=release, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    again = run_suite(release, "-m", "versioning", f"--vla-baseline={baseline}", *FAST)
+    run_printed_fix(run.failed[test], release)
+    again = run_suite(release, "-m", "versioning or card or manifest", f"--vla-baseline={baseline}", *FAST)
     assert not again.failed, again.failed
     assert test in again.passed
+
+
+def test_the_printed_card_version_fix_makes_the_card_agree(golden_copy, run_suite):
+    """VLA-CARD-006's fix, run as printed, writes release.json's version wherever the card states
+    one; the card and manifest checks then pass and the rest of the card is unchanged."""
+    release = golden_copy("dense")
+    breaker, test, _ = CARD_BREAKS["card-version-differs"]
+    breaker(release)
+    run = run_suite(release, "-m", "card", *FAST)
+    assert run_printed_fix(run.failed[test], release) == "vla-release manifest . --version 1.0.0"
+    again = run_suite(release, "-m", "card or manifest", *FAST)
+    assert not again.failed and test in again.passed, again.failed
+    assert (release / CARD).read_bytes() == (GOLDEN / "dense" / CARD).read_bytes()
 
 
 @pytest.mark.parametrize("name", ["dense", "moe"])

@@ -120,9 +120,13 @@ def test_cli_manifest(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "size differs:" in out and "scripts/run_pretrain.sh" in out and "listed size" in out
     assert main(["manifest", str(release), "--version", "1.1.0"]) == 0
-    assert capsys.readouterr().out.startswith(f"wrote {release / 'release.json'}: ")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"restated version 1.1.0 in {release / 'model/README.md'}", out
+    assert out[1].startswith(f"wrote {release / 'release.json'}: "), out
     manifest = read_manifest(release)
     assert manifest["version"] == "1.1.0" and manifest["name"] == "VLA-Driver-Tiny-Dense"
+    card = (release / "model/README.md").read_text()
+    assert "version: 1.1.0\n" in card and "# VLA-Driver-Tiny-Dense v1.1.0\n" in card and "v1.0.0" not in card
     assert main(["manifest", str(release), "--check"]) == 0
     assert main(["manifest", str(release), "--version", "1.1"]) == 2
     assert main(["manifest", str(release), "--date", "2026-13-01"]) == 2
