@@ -113,21 +113,45 @@ def add_snapshots_parser(sub: Any) -> None:
         help="first rewrite the processor configs as save_pretrained(from_pretrained(model/)) writes them",
     )
 
+    r = sub.add_parser(
+        "remerge",
+        help="re-merge a release's checkpoint/ into model/ as pack does (keeps the tokenizer, processor, card)",
+        description="Merge checkpoint/ into model/ with the bos/eos/pad IDs of model/'s tokenizer and the "
+        "norm_stats of its processor in config.json (what a bare merge cannot know), keep model/'s other files, "
+        "then refresh release.json.",
+    )
+    r.add_argument("release", type=Path, help="the release directory")
+    lg = sub.add_parser(
+        "logits",
+        help="recompute golden/expected_logits.safetensors as pack does, and refresh release.json",
+        description="The expected logits of the release's eval set: the sharded forward over real ranks from "
+        "checkpoint/, or the reference forward of model/ when the release has no checkpoint.",
+    )
+    lg.add_argument("release", type=Path, help="the release directory")
 
-def _snapshots(args: argparse.Namespace) -> int:
-    from ..release import rerecord_snapshots
+
+def _rederive(args: argparse.Namespace) -> int:
+    """``snapshots``, ``remerge``, ``logits``: one part of a release derived again from the others."""
+    from ..release import recompute_logits, remerge_model, rerecord_snapshots
+
+    def log(m: str) -> None:
+        if not args.quiet:
+            print(f"vla-release {args.command}: {m}", file=sys.stderr)
 
     try:
-        done = rerecord_snapshots(
-            args.release,
-            version=args.version,
-            resave_processor=args.resave_processor,
-            log=(lambda m: None) if args.quiet else (lambda m: print(f"vla-release snapshots: {m}", file=sys.stderr)),
-        )
+        if args.command == "snapshots":
+            done = rerecord_snapshots(
+                args.release, version=args.version, resave_processor=args.resave_processor, log=log
+            )
+            print(f"recorded {done['written']} snapshots under {done['version']}: {len(done['changed'])} changed")
+        elif args.command == "remerge":
+            print(f"re-merged {remerge_model(args.release, log=log)} into {args.release / 'model'}")
+        else:
+            how = recompute_logits(args.release, log=log)
+            print(f"wrote {args.release / 'golden/expected_logits.safetensors'}: {how}")
     except ReleaseError as e:
         print(f"vla-release: error: {e}", file=sys.stderr)
         return 1
-    print(f"recorded {done['written']} snapshots under {done['version']}: {len(done['changed'])} changed")
     return 0
 
 
@@ -287,8 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="vla-release: %(levelname)s: %(message)s")
     if args.command == "pack":
         return _pack(args)
-    if args.command == "snapshots":
-        return _snapshots(args)
+    if args.command in ("snapshots", "remerge", "logits"):
+        return _rederive(args)
     if args.command in ("card", "manifest"):
         try:
             return (run_card if args.command == "card" else run_manifest)(args, print)

@@ -27,7 +27,7 @@ from ._manifest import (
 )
 from ._pack import GOLDEN_TEXTS, PackError, pack
 from ._release import PARTS, Part, Release
-from ._rerecord import SnapshotsError, rerecord_snapshots
+from ._rerecord import SnapshotsError, recompute_logits, remerge_model, rerecord_snapshots
 from ._semver import Bump, Version, VersionError, bump_between, next_version, parse_version, required_for
 from ._tensor_hashes import count_parameters, tensor_hashes, weight_files
 from ._versioning import (
@@ -43,6 +43,8 @@ __all__ = [
     "pack",
     "PackError",
     "rerecord_snapshots",
+    "remerge_model",
+    "recompute_logits",
     "SnapshotsError",
     "GOLDEN_TEXTS",
     "CODE_SUFFIXES",

@@ -1,5 +1,7 @@
-"""``vla-release snapshots``: re-record a release's preprocessing snapshots after a deliberate
-processor change, in one step.
+"""Re-derive a part of a release from the others, as ``pack`` derives it, after a deliberate
+change: ``vla-release snapshots`` (the preprocessing snapshots), ``remerge`` (model/'s weights
+and configs from checkpoint/), ``logits`` (the expected logits). Each refreshes release.json, so
+the release is consistent again when the command ends; each is the fix a check prints.
 
 The snapshots are recorded with the release's own processor as a user loads it from ``model/``
 (the way ``pack`` records them), under the release's version or ``--version X``. X is written
@@ -26,7 +28,7 @@ from ._manifest import read_manifest, write_manifest
 from ._release import PARTS
 from ._semver import Bump, VersionError, next_version, parse_version
 
-__all__ = ["rerecord_snapshots", "SnapshotsError"]
+__all__ = ["rerecord_snapshots", "remerge_model", "recompute_logits", "SnapshotsError"]
 
 
 class SnapshotsError(ReleaseError):
@@ -127,3 +129,73 @@ def rerecord_snapshots(
     write_manifest(root, version=target)
     log(f"recorded {len(fresh)} snapshots under version {target} ({len(changed)} changed); refreshed release.json")
     return {"version": target, "changed": changed, "written": len(fresh)}
+
+
+def _vocab_and_overrides(model: Path) -> tuple[int, dict[str, Any]]:
+    """What pack adds to a merged config.json, read from the release's own model/: the
+    tokenizer's bos/eos/pad IDs and the processor's action norm_stats; and the true vocabulary."""
+    from .._convert import tokenizer_vocab_size
+    from ._pack import _load_tokenizer, _norm_stats, _special_ids
+
+    overrides: dict[str, Any] = dict(_special_ids(_load_tokenizer(model), model))
+    if (model / "processor_config.json").is_file() and (stats := _norm_stats(model / "processor_config.json")):
+        overrides["norm_stats"] = stats
+    return tokenizer_vocab_size(model), overrides
+
+
+def remerge_model(root: Path, *, log: Callable[[str], None] = lambda _: None) -> Path:
+    """Re-merge the release's ``checkpoint/`` into ``model/`` as ``pack`` does: the weights,
+    config.json (with the tokenizer's bos/eos/pad IDs and the processor's norm_stats, which a bare
+    ``vla-release merge`` cannot know) and generation_config.json; every other file of model/
+    (tokenizer, processor, card) kept. model/ is replaced as a whole (staged, then renamed), then
+    release.json is refreshed. Returns the checkpoint merged."""
+    import shutil
+
+    from .._fs import atomic_dir
+    from ..megatron import find_checkpoint
+    from ._pack import _HF_WEIGHTS, DEFAULT_MAX_SHARD, _dump, _merge
+
+    model = root / PARTS["model"].path
+    ckpt = find_checkpoint(root).root
+    vocab, overrides = _vocab_and_overrides(model)
+    replaced = {"config.json", "generation_config.json", "model.safetensors.index.json"}
+    with atomic_dir(model, overwrite=True, fsync=False) as tmp:
+        log(f"merging {ckpt}")
+        arch = _merge(ckpt, tmp, vocab, overrides, DEFAULT_MAX_SHARD)
+        (tmp / "generation_config.json").write_text(
+            _dump(
+                {
+                    **{k: v for k, v in overrides.items() if k.endswith("_token_id")},
+                    "max_length": arch.max_position_embeddings,
+                    "do_sample": False,
+                }
+            )
+        )
+        for f in sorted(model.iterdir()):
+            if f.is_file() and not f.is_symlink() and f.name not in replaced and not _HF_WEIGHTS.fullmatch(f.name):
+                shutil.copyfile(f, tmp / f.name)
+    write_manifest(root)
+    log(f"re-merged {ckpt} into {model}; refreshed release.json")
+    return ckpt
+
+
+def recompute_logits(root: Path, *, log: Callable[[str], None] = lambda _: None) -> str:
+    """Recompute ``golden/expected_logits.safetensors`` on the release's eval set as ``pack``
+    does (the sharded forward over real ranks from ``checkpoint/``; the reference forward of
+    ``model/`` when there is none), write it atomically and refresh release.json. Returns where
+    the logits came from."""
+    from ..megatron import find_checkpoint
+    from ._pack import EVAL_SET, EXPECTED_LOGITS, _eval_sequences, _expected_logits
+
+    model = root / PARTS["model"].path
+    vocab, _ = _vocab_and_overrides(model)
+    data = _eval_sequences(root / EVAL_SET, None)
+    ckpt = find_checkpoint(root).root if (root / PARTS["checkpoint"].path).is_dir() else None
+    dst = root / EXPECTED_LOGITS
+    with tempfile.TemporaryDirectory(prefix=".vla-logits-", dir=dst.parent) as tmp:
+        log("computing the expected logits")
+        how = _expected_logits(ckpt, model, [list(s["input_ids"]) for s in data["sequences"]], vocab, Path(tmp) / "l")
+        atomic_write_bytes(dst, (Path(tmp) / "l").read_bytes())
+    write_manifest(root)
+    log(f"wrote {dst} ({how}); refreshed release.json")
+    return how

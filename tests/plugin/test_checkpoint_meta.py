@@ -94,7 +94,7 @@ BREAKS = {
         lambda r: edit_rank(r, "mp_rank_01_000", lambda m: swap_halves(m["decoder.layers.0.mlp.linear_fc1.weight"])),
         "test_merge_equals_shipped_model",
         r"shipped tensor differs: .* elements differ .* \[model/model.safetensors:model.layers.0.mlp.gate_proj.weight\]"
-        r".*Fix: re-run `vla-release merge`",
+        r".*Fix: in the release: `vla-release remerge \.`",
     ),
     "qkv-groups-permuted": (
         lambda r: edit_rank(
@@ -248,3 +248,27 @@ def test_a_torch_dist_release_is_checked_like_a_torch_one(golden_copy, run_suite
         "[model/model.safetensors:model.layers.1.self_attn.o_proj.weight]"
         in broken.failed["test_merge_equals_shipped_model"]
     )
+
+
+def test_a_shipped_model_edited_after_the_merge_and_the_printed_remerge_fix(golden_copy, run_suite):
+    """The shipped weights are not the checkpoint's merge (one tensor edited after merging, the
+    manifest refreshed): the merge check fails, naming the tensor; its printed fix re-merges
+    model/ as pack does (IDs and norm_stats kept) and the whole suite conforms again."""
+    from vla_reference.release import write_manifest
+
+    release = golden_copy("dense")
+    f = release / "model/model.safetensors"
+    tensors = load_file(f)
+    tensors["model.norm.weight"] = tensors["model.norm.weight"] * 1.5
+    save_file(tensors, f, metadata={"format": "pt"})
+    write_manifest(release)
+    run = run_suite(release, "-m", "checkpoint")
+    assert list(run.failed) == ["test_merge_equals_shipped_model"], sorted(run.failed)
+    message = run.failed["test_merge_equals_shipped_model"]
+    assert "[model/model.safetensors:model.norm.weight]" in message, message
+    assert run_printed_fix(message, release) == "vla-release remerge ."
+    again = run_suite(release)
+    assert not again.failed, sorted(again.failed)
+    assert again.report["verdict"] == "CONFORMS"
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "README.md"):
+        assert (release / "model" / name).read_bytes() == (GOLDEN / "dense/model" / name).read_bytes(), name

@@ -340,7 +340,8 @@ MANIFEST_BREAKS = {
         lambda r: edit(r, "configs/vla-1b-dense.json", lambda t: t.replace('"cosine"', '"linear"')),
         "test_sizes_and_hashes_match",
         r"sha256 differs: sha256 \w{64}, expected \w{64} as listed \[configs/vla-1b-dense.json\]. "
-        r"Fix: restore the released file, or if the change is intended: in the release: `vla-release manifest \.`.*\n\nfile +listed size +actual size +listed sha256 "
+        r"Fix: restore the released file, or if the change is intended: in the release: `vla-release manifest \.`"
+        r".*\n\nfile +listed size +actual size +listed sha256 "
         r"+actual sha256\nconfigs/vla-1b-dense.json +\d+ +\d+ +\w{16} +\w{16}",
     ),
 }

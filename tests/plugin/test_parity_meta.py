@@ -204,3 +204,26 @@ def test_eval_set_token_outside_the_vocabulary_names_it(token, golden_copy, run_
     message = run.failed["test_logit_parity[shipped-layout]"]
     assert "golden eval set unreadable: sequences[0].input_ids is not a non-empty list of token ids" in message
     assert "golden/eval_set.json" in message
+
+
+def test_stale_expected_logits_without_a_checkpoint_and_the_printed_logits_fix(golden_copy, run_suite):
+    """A fine-tune with no checkpoint whose expected logits are its base's (not recomputed after
+    fine-tuning): parity fails at the shipped layout; the printed fix recomputes them from the
+    shipped model, as pack does, and the suite conforms (partial: no checkpoint)."""
+    import shutil
+
+    from vla_reference.release import write_manifest
+
+    from conftest import GOLDEN
+    from releases import run_printed_fix
+
+    release = golden_copy("dense-ft")
+    shutil.copyfile(GOLDEN / "dense/golden/expected_logits.safetensors", release / "golden/expected_logits.safetensors")
+    write_manifest(release)
+    run = run_suite(release, "-m", "parity")
+    assert list(run.failed) == ["test_logit_parity[shipped-layout]"], sorted(run.failed)
+    message = run.failed["test_logit_parity[shipped-layout]"]
+    assert run_printed_fix(message, release) == "vla-release logits ."
+    again = run_suite(release, f"--vla-baseline={GOLDEN / 'dense'}", "--vla-allow-partial")
+    assert not again.failed, sorted(again.failed)
+    assert again.report["verdict"] == "CONFORMS"
