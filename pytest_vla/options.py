@@ -121,6 +121,22 @@ def add_options(parser: pytest.Parser) -> None:
         default=False,
         help="exit 0 when nothing failed but some areas were not checked (deselected, or a part missing)",
     )
+    group.addoption(
+        "--vla-run-examples",
+        dest="vla_run_examples",
+        action="store_true",
+        default=False,
+        help="also run the release's demos (examples/*.py): code from the release, each in a subprocess with a "
+        "temporary working directory, a time bound, no network and reads confined to the release",
+    )
+    group.addoption(
+        "--vla-examples-timeout",
+        dest="vla_examples_timeout",
+        metavar="S",
+        type=_float("--vla-examples-timeout"),
+        default=300.0,
+        help="seconds each demo may run under --vla-run-examples (default 300)",
+    )
     parser.addini("vla_release", "release directory to check (as --vla-release)", default="")
     parser.addini("vla_baseline", "baseline release directory (as --vla-baseline)", default="")
 
@@ -137,6 +153,8 @@ class VLAOptions:
     report: Path | None = None
     html: Path | None = None
     allow_partial: bool = False
+    run_examples: bool = False
+    examples_timeout: float = 300.0
 
 
 def read_options(config: pytest.Config) -> VLAOptions:
@@ -167,4 +185,6 @@ def read_options(config: pytest.Config) -> VLAOptions:
         report=config.getoption("vla_report"),
         html=config.getoption("vla_html"),
         allow_partial=config.getoption("vla_allow_partial"),
+        run_examples=config.getoption("vla_run_examples"),
+        examples_timeout=config.getoption("vla_examples_timeout"),
     )

@@ -35,6 +35,7 @@ AREA_PREFIXES: Final[dict[str, str]] = {
     "versioning": "VER",
     "manifest": "MAN",
     "reproducibility": "REPRO",
+    "examples": "EX",
 }
 # IDs once published and since withdrawn: never given to another check
 RETIRED: Final[frozenset[str]] = frozenset()

@@ -27,6 +27,7 @@ AREAS: Final[dict[str, str]] = {
     "versioning": "semantic versioning against the baseline",
     "manifest": "integrity manifest (sizes and SHA-256 of every file)",
     "reproducibility": "config matrix, Dockerfile, launch script, environment record",
+    "examples": "the release's demos: present, parse, stock imports, the shipped processor (run: --vla-run-examples)",
 }
 
 

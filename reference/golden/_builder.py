@@ -40,7 +40,9 @@ from ..tokenizer._build import build_tokenizer
 from ._assets import DOCKERFILE, card_text, config_matrix, environment_record, launch_script_text
 from ._specs import FINE_TUNES, GOLDEN, RELEASE_DATE, FineTuneSpec, GoldenSpec
 
-__all__ = ["build_release", "build_fine_tune", "build_all", "main"]
+__all__ = ["build_release", "build_fine_tune", "build_all", "main", "EXAMPLES"]
+
+EXAMPLES = Path(__file__).parent / "examples"  # the demos every golden release ships (docs/examples.md)
 
 
 def _count_params(arch: Arch, weights: dict[str, torch.Tensor]) -> int:
@@ -127,6 +129,7 @@ def _inputs(spec: GoldenSpec, version: str, work: Path) -> dict[str, Path]:
     script.write_text(launch_script_text(arch, spec.layout, config))
     script.chmod(0o755)
     return {
+        "examples": EXAMPLES,
         "checkpoint": work / "checkpoint",
         "tokenizer": tok_dir,
         "processor": proc_dir,
@@ -150,6 +153,7 @@ def build_release(spec: GoldenSpec, dst: Path, *, version: str = "1.0.0") -> Non
             configs=inputs["configs"],
             docker=inputs["docker"],
             scripts=inputs["scripts"],
+            examples=inputs["examples"],
             name=spec.name,
             version=version,
             date=RELEASE_DATE,
@@ -194,6 +198,7 @@ def build_fine_tune(ft: FineTuneSpec, dst: Path, base: Path) -> None:
             configs=base / PARTS["configs"].path,
             docker=base / PARTS["docker"].path,
             scripts=base / PARTS["scripts"].path,
+            examples=base / PARTS["examples"].path,
             name=spec.name,
             version=ft.version,
             date=ft.date,

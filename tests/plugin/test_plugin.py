@@ -64,7 +64,7 @@ def test_a_deselected_area_makes_the_verdict_partial_and_the_exit_status_non_zer
         [
             "parity * 0 * 0 * 0  not checked: deselected",
             "VLA-Driver-Tiny-Dense v1.0.0: CONFORMS (partial: parity, tokenizer, preprocessing, card, versioning, "
-            "manifest, reproducibility not checked: deselected)",
+            "manifest, reproducibility, examples not checked: deselected)",
         ]
     )
     assert pytester.runpytest(*args, "--vla-allow-partial").ret == pytest.ExitCode.OK

@@ -168,7 +168,15 @@ def test_a_partial_run_says_what_it_did_not_check_in_every_report(tmp_path, vla_
     assert ret == PARTIAL_EXIT
     report = validate_report(tmp_path / "report.json")
     assert report["verdict"] == "CONFORMS" and report["exit_status"] == PARTIAL_EXIT
-    assert set(report["partial"]) == {"checkpoint", "parity", "preprocessing", "card", "versioning", "reproducibility"}
+    assert set(report["partial"]) == {
+        "checkpoint",
+        "parity",
+        "preprocessing",
+        "card",
+        "versioning",
+        "reproducibility",
+        "examples",
+    }
     assert report["verdict_line"].startswith("VLA-Driver-Tiny-Dense v1.0.0: CONFORMS (partial: checkpoint, parity")
     page = (tmp_path / "report.html").read_text()
     assert "CONFORMS (partial: " in page and "not checked: deselected" in page
