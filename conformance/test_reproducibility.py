@@ -45,7 +45,7 @@ def _part(release: Release, name: str) -> Path:
     path = release.part(name)
     if path is None:
         # Why skip: reproduction parts are optional (docs/release-format.md); present ones are all checked.
-        pytest.skip(f"no {PARTS[name].what} at {release.root / PARTS[name].path} (optional part)")
+        pytest.skip(f"no {PARTS[name].what.removeprefix('the ')} at {release.root / PARTS[name].path} (optional part)")
     return path
 
 
