@@ -38,6 +38,7 @@ def parts(release: Path = DENSE) -> dict[str, Path]:
         "configs": release / "configs",
         "docker": release / "docker",
         "scripts": release / "scripts",
+        "examples": release / "examples",
     }
 
 
@@ -54,8 +55,8 @@ def fine_tune(tmp_path) -> Path:
 
 
 def test_packing_the_golden_parts_gives_the_golden_release(tmp_path):
-    """The checkpoint merged (to the shipped bytes), tokenizer, processor, card, configs, docker
-    and scripts copied, eval set made from the golden texts, logits from the sharded forward,
+    """The checkpoint merged (to the shipped bytes), tokenizer, processor, card, configs, docker,
+    scripts and demos copied, eval set made from the golden texts, logits from the sharded forward,
     snapshots recorded, release.json written: golden/dense, which the builder made the same way."""
     out = tmp_path / "release"
     manifest = pack(out, checkpoint=DENSE / "checkpoint", **parts(), name=NAME, version="1.0.0", date=DATE, fsync=False)
