@@ -101,3 +101,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus == pytest.ExitCode.OK and vla.partial() and not vla.options.allow_partial:
         final = session.exitstatus = PARTIAL_EXIT
     write_outputs(session.config, vla, final)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After a ``--snapshot-update`` run (its snapshot files written), release.json's entries for
+    the snapshots are refreshed, and only those: a stale entry elsewhere stays a finding. The
+    checks of release.json against the files skipped in that run (pytest_vla.snapshots)."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None or not session.active or hasattr(config, "workerinput"):
+        return
+    root = session.options.release
+    if not getattr(config.option, "update_snapshots", False) or root is None or not (root / "release.json").is_file():
+        return
+    from vla_reference.errors import ReleaseError
+    from vla_reference.preprocessing import SNAPSHOT_DIR
+    from vla_reference.release import refresh_entries
+
+    try:
+        changed = refresh_entries(root, SNAPSHOT_DIR)
+    except ReleaseError as e:
+        print(f"pytest-vla: --snapshot-update: release.json not refreshed: {e}", file=sys.stderr)
+        return
+    if changed:
+        print(
+            f"pytest-vla: --snapshot-update: refreshed {len(changed)} entries of {root / 'release.json'}",
+            file=sys.stderr,
+        )

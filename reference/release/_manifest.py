@@ -138,7 +138,31 @@ def write_manifest(root: Path, **fields: Any) -> dict[str, Any]:
     return manifest
 
 
-__all__ += ["read_manifest", "hash_files"]
+def refresh_entries(root: Path, prefix: str) -> list[str]:
+    """Refresh release.json's ``files`` entries under ``prefix`` (a folder, ``golden/preprocessing/``)
+    only: added files listed, removed ones dropped, changed ones re-hashed; every other entry and
+    field kept as it is (a stale entry elsewhere stays a finding). Returns the paths changed."""
+    manifest = read_manifest(root)
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise MalformedFileError("no 'files' object", path=root / MANIFEST, key="files")
+    prefix = prefix.rstrip("/") + "/"
+    now = {
+        rel: {"sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size}
+        for rel in release_files(root)
+        if rel.startswith(prefix)
+    }
+    before = {k: v for k, v in files.items() if k.startswith(prefix)}
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        manifest["files"] = dict(
+            sorted({**{k: v for k, v in files.items() if not k.startswith(prefix)}, **now}.items())
+        )
+        atomic_write_bytes(root / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return changed
+
+
+__all__ += ["read_manifest", "hash_files", "refresh_entries"]
 
 
 # -- verification ---------------------------------------------------------------------------------

@@ -355,3 +355,22 @@ def test_a_hand_edited_processor_config_fails_the_round_trip_and_the_printed_fix
     again = run_suite(release, "-m", "preprocessing or manifest")
     assert not again.failed, sorted(again.failed)
     assert path.read_bytes() == (GOLDEN / "dense/model/processor_config.json").read_bytes()
+
+
+def test_a_snapshot_update_run_ends_green_and_refreshes_only_the_snapshot_entries(golden_copy, run_suite):
+    """The flow the README gives: bump the version, --snapshot-update, and the release conforms.
+    The update run skips the checks of release.json against the files (it refreshes the
+    snapshots' entries when it ends), and refreshes nothing else: a file changed elsewhere stays
+    a finding of the next run."""
+    release = golden_copy("dense")
+    edit_config(release, lambda c: c["image_processor"].update(resample=2))
+    run_printed_fix("in the release: `vla-release manifest . --version 1.1.0`", release)
+    script = release / "scripts/run_pretrain.sh"
+    script.write_text(script.read_text() + "# edited, not refreshed\n")
+    update = run_suite(release, "--snapshot-update")
+    assert not update.failed, sorted(update.failed)
+    assert "--snapshot-update: release.json is refreshed" in update.skipped["test_sizes_and_hashes_match"]
+    after = run_suite(release)
+    assert list(after.failed) == ["test_sizes_and_hashes_match"], sorted(after.failed)
+    assert "[scripts/run_pretrain.sh]" in after.failed["test_sizes_and_hashes_match"]
+    assert "golden/preprocessing" not in after.failed["test_sizes_and_hashes_match"]
