@@ -158,3 +158,12 @@ def run_suite(pytester, vla_cache, tmp_path_factory):
         return out
 
     return run
+
+
+# The longest tests, started first: with xdist each worker takes tests in collection order, and
+# a long test collected last would run alone at the end while the other worker idles.
+LONGEST_FIRST = ("tests/test_guide.py::test_every_command_in_the_guide_runs_as_printed", "tests/plugin/test_fuzz.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))  # stable: the rest keep their order
