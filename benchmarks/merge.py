@@ -231,8 +231,11 @@ def _seed(*parts: object) -> int:
     return zlib.crc32(repr(parts).encode())
 
 
-def build_checkpoint(m: Model, root: Path, *, opt_states: int = 3) -> None:
-    """Write the synthetic checkpoint at ``root`` (built aside, renamed into place when complete)."""
+def build_checkpoint(m: Model, root: Path, *, opt_states: int = 3, std: float = 1.0) -> None:
+    """Write the synthetic checkpoint at ``root`` (built aside, renamed into place when complete).
+
+    ``std`` scales the matrices (norm weights stay standard normal): a forward through the model
+    (benchmarks/suite.py's parity) needs trained-like scales, the merge benchmark only bytes."""
     import torch
 
     partial = root.with_name(root.name + ".partial")
@@ -247,6 +250,8 @@ def build_checkpoint(m: Model, root: Path, *, opt_states: int = 3) -> None:
             for key, shape, replicated in m.stage(pp, tp):
                 g = torch.Generator().manual_seed(_seed(m.name, key, pp, None if replicated else tp))
                 model[key] = torch.randn(shape, generator=g, dtype=torch.bfloat16)
+                if std != 1.0 and len(shape) > 1:
+                    model[key].mul_(std)
             # Megatron's param groups: weight-decayed matrices, then the (1-D) norms without decay
             groups = [[k for k in model if model[k].dim() > 1], [k for k in model if model[k].dim() == 1]]
             masters: list[list[torch.Tensor]] = []

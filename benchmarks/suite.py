@@ -84,7 +84,7 @@ def build_inputs(m: Any, work: Path) -> dict[str, Path]:
     ckpt = work / f"ckpt-{m.name}"
     if not ckpt.is_dir():
         print(f"building the {m.params() / 1e9:.2f}B-parameter checkpoint at {ckpt}", file=sys.stderr)
-        merge_bench.build_checkpoint(m, ckpt)
+        merge_bench.build_checkpoint(m, ckpt, std=0.02)
     inputs = work / f"inputs-{m.name}"
     if (inputs / "done").is_file():
         return {p.name: p for p in inputs.iterdir() if p.name != "done"} | {"checkpoint": ckpt}
@@ -104,7 +104,10 @@ def build_inputs(m: Any, work: Path) -> dict[str, Path]:
     params = m.params() - 2 * (m.padded_vocab - tok.get_vocab_size()) * m.hidden
     (inputs / "README.md").write_text(card_text(spec, arch, "1.0.0", params))
     (inputs / "configs").mkdir()
+    args = merge_bench.megatron_args(m)
     for fname, cfg in config_matrix(arch, layout, f"vla-bench-{m.name}.json").items():
+        if fname == f"vla-bench-{m.name}.json":  # the run's own settings, as its args record them
+            cfg = {**cfg, "global-batch-size": args.global_batch_size, "lr": args.lr, "min-lr": args.min_lr}
         (inputs / "configs" / fname).write_text(json.dumps({k: v for k, v in cfg.items() if v is not None}, indent=2))
     (inputs / "docker").mkdir()
     (inputs / "docker/Dockerfile").write_text(DOCKERFILE)
