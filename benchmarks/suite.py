@@ -162,14 +162,19 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _read_status(pid: int) -> int:
+def _read_status(pid: int) -> tuple[int, int]:
+    """(VmRSS, RssAnon) in bytes: all resident pages, and those that are not a mapped file's (a
+    mapped safetensors or rank file's pages count in VmRSS but are page cache, reclaimable)."""
+    rss = anon = 0
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("RssAnon:"):
+                anon = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return rss, anon
 
 
 def _read_io(pid: int) -> dict[str, int]:
@@ -186,7 +191,7 @@ class TreeSampler(threading.Thread):
     def __init__(self, root: int) -> None:
         super().__init__(daemon=True)
         self.root, self.stop = root, threading.Event()
-        self.peak_one = self.peak_tree = 0
+        self.peak_one = self.peak_tree = self.peak_anon = self.peak_tree_anon = 0
         self.io: dict[int, dict[str, int]] = {}
 
     def run(self) -> None:
@@ -196,9 +201,12 @@ class TreeSampler(threading.Thread):
                 p = todo.pop()
                 pids.append(p)
                 todo += _children(p)
-            rss = [_read_status(p) for p in pids]
+            status = [_read_status(p) for p in pids]
+            rss, anon = [r for r, _ in status], [a for _, a in status]
             self.peak_one = max(self.peak_one, *rss) if rss else self.peak_one
             self.peak_tree = max(self.peak_tree, sum(rss))
+            self.peak_anon = max(self.peak_anon, *anon) if anon else self.peak_anon
+            self.peak_tree_anon = max(self.peak_tree_anon, sum(anon))
             for p in pids:
                 if io := _read_io(p):
                     self.io[p] = io
@@ -224,6 +232,8 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]
         ),
         "peak_rss_mb": round(sampler.peak_one / MB),
         "peak_tree_rss_mb": round(sampler.peak_tree / MB),
+        "peak_anon_mb": round(sampler.peak_anon / MB),
+        "peak_tree_anon_mb": round(sampler.peak_tree_anon / MB),
         "rchar_mb": round(sum(io.get("rchar", 0) for io in sampler.io.values()) / MB),
         "read_bytes_mb": round(sum(io.get("read_bytes", 0) for io in sampler.io.values()) / MB),
         "returncode": proc.returncode,
@@ -297,14 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.workdir / f"suite-{m.name}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(
-        f"{'area':<16}{'first s':>9}{'warm s':>9}{'cpu s':>8}{'RSS MB':>8}{'tree MB':>8}{'rchar MB':>10}"
-        f"{'touched MB':>11}"
+        f"{'area':<16}{'first s':>9}{'warm s':>9}{'cpu s':>8}{'RSS MB':>8}{'anon MB':>8}{'tree MB':>8}"
+        f"{'read MB':>9}{'rchar MB':>10}{'touched MB':>11}"
     )
     for area, r in rows.items():
         w = r["warm"]
         print(
             f"{area:<16}{r['first']['wall_s']:>9}{w['wall_s']:>9}{w['cpu_s']:>8}{w['peak_rss_mb']:>8}"
-            f"{w['peak_tree_rss_mb']:>8}{w['rchar_mb']:>10}{r['release_touched_cold_mb']:>11}"
+            f"{w['peak_anon_mb']:>8}{w['peak_tree_rss_mb']:>8}{r['first']['read_bytes_mb']:>9}{w['rchar_mb']:>10}"
+            f"{r['release_touched_cold_mb']:>11}"
         )
     print(
         f"release {size / 1e9:.2f} GB; read once: cold {results['read_once_cold_s']} s, "
