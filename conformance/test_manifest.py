@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pytest_vla.cache import ArtefactCache
 from pytest_vla.findings import Findings, FindingsFailed
 from pytest_vla.results import measure
 from pytest_vla.rules import rule
@@ -118,13 +119,14 @@ def test_no_path_leaves_the_release(vla_release: Release, vla_manifest: dict[str
 
 @rule("VLA-MAN-005", fix="restore the shipped bytes, or refresh release.json after a deliberate change")
 def test_sizes_and_hashes_match(
-    vla_release: Release, vla_manifest: dict[str, Any], request: pytest.FixtureRequest
+    vla_release: Release, vla_manifest: dict[str, Any], vla_artefacts: ArtefactCache, request: pytest.FixtureRequest
 ) -> None:
     """Every listed file has the size and SHA-256 release.json records (all mismatches in one table)."""
     skip_while_updating(request.config)
     __tracebackhide__ = True
     listed, _ = _listed(vla_release, vla_manifest)
-    rows = find_mismatches(vla_release.root, listed)
+    # the cache's digests: one reading of each file per content, shared with the artefacts' keys
+    rows = find_mismatches(vla_release.root, listed, digests=vla_artefacts.file_digests)
     measure(request.node, "hash_mismatches", [dataclasses.asdict(r) for r in rows])
     try:
         _report(Findings("manifest sizes and hashes", vla_release.root), mismatch_problems(vla_release.root, rows))

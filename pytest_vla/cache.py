@@ -1,7 +1,8 @@
 """Expensive artefacts (merged or resharded checkpoints), built once per content, shared by workers.
 
 Keys are SHA-256 digests of the inputs' content. File digests are remembered per (path, size,
-mtime, inode) so that a rerun does not rehash; a lock file serialises builders across xdist
+mtime, ctime, inode) so that a rerun does not rehash, and the manifest's verification uses the
+same digests (one reading of each file per content); a lock file serialises builders across xdist
 workers, and the builder writes atomically, so a reader never sees half an artefact.
 """
 
@@ -14,7 +15,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import vla_reference
@@ -73,8 +75,12 @@ class ArtefactCache:
     def _stat_cache(self) -> Path:
         return self.root / "digests.jsonl"
 
-    def digest(self, *paths: Path, salt: str = "") -> str:
-        """SHA-256 over the (relative path, size, content digest) of every file under ``paths``."""
+    def file_digests(self, files: Sequence[Path]) -> dict[Path, str]:
+        """The SHA-256 of each file's content, read only when the file is not known by its stat
+        key (resolved path, size, mtime, ctime, inode: an in-place edit changes ctime, which cannot
+        be set back without root and the clock). Unknown files are hashed several at a time and
+        remembered in ``digests.jsonl``: the cache's content keys and the manifest's verification
+        share one reading of each file, and a later run reads none that is unchanged."""
         known: dict[str, str] = {}
         stat_file = self._stat_cache()
         if stat_file.is_file():
@@ -82,25 +88,30 @@ class ArtefactCache:
                 with contextlib.suppress(ValueError, KeyError, TypeError):  # a damaged line is recomputed
                     rec = json.loads(line)
                     known[str(rec["stat"])] = str(rec["sha256"])
+        keys = {}
+        for f in files:
+            st = f.stat()
+            keys[f] = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+        out = {f: known[k] for f, k in keys.items() if k in known}
+        missing = [f for f in files if f not in out]
+        if missing:
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                out |= dict(zip(missing, pool.map(sha256_file, missing), strict=True))
+            self.root.mkdir(parents=True, exist_ok=True)
+            with _locked(self.root / "digests.lock"), stat_file.open("a") as log:
+                log.write("".join(json.dumps({"stat": keys[f], "sha256": out[f]}) + "\n" for f in missing))
+        return out
+
+    def digest(self, *paths: Path, salt: str = "") -> str:
+        """SHA-256 over the (relative path, size, content digest) of every file under ``paths``."""
         # artefacts depend on the converter that built them
         h = hashlib.sha256(f"pytest-vla {__version__}|{converter_digest()}|{salt}".encode())
-        fresh = []
         for top in paths:
             files = [top] if top.is_file() else [top / r for r in release_files(top)]
+            digests = self.file_digests(files)
             for f in files:
-                st = f.stat()
-                # ctime too: an in-place edit with its mtime restored still changes it (it cannot be set)
-                stat_key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
-                digest = known.get(stat_key)
-                if digest is None:
-                    digest = sha256_file(f)
-                    fresh.append(json.dumps({"stat": stat_key, "sha256": digest}))
                 rel = f.relative_to(top).as_posix() if f != top else f.name
-                h.update(f"{rel}\t{st.st_size}\t{digest}\n".encode())
-        if fresh:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with _locked(self.root / "digests.lock"), stat_file.open("a") as out:
-                out.write("\n".join(fresh) + "\n")
+                h.update(f"{rel}\t{f.stat().st_size}\t{digests[f]}\n".encode())
         return h.hexdigest()[:32]
 
     def build(self, key: str, name: str, builder: Callable[[Path], object]) -> Path:
