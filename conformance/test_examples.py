@@ -6,6 +6,7 @@ runs code from the release."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from vla_reference.examples import (
     run_example,
     unavailable_imports,
 )
+from vla_reference.findings import Finding
 from vla_reference.release import Release
 
 pytestmark = pytest.mark.examples
@@ -32,7 +34,16 @@ pytestmark = pytest.mark.examples
 _CONTRACT = "docs/examples.md"
 
 
-def _parsed(release: Release, findings: Findings) -> list[tuple[Path, ast.Module]]:
+def _check_each(release: Release, title: str, check: Callable[[ast.Module, Path], list[Finding]]) -> None:
+    """``check`` on every demo that parses (those that do not are test_examples_parse's finding)."""
+    __tracebackhide__ = True
+    findings = Findings(title, release.root)
+    for path, tree in _parsed(release):
+        findings.extend(check(tree, path))
+    findings.check()
+
+
+def _parsed(release: Release) -> list[tuple[Path, ast.Module]]:
     """The demos that parse (those that do not are test_examples_parse's finding)."""
     out = []
     for path in example_files(release.root):
@@ -77,29 +88,20 @@ def test_examples_parse(vla_release: Release) -> None:
 @rule("VLA-EX-003", fix="import only the standard library, the release's dependencies and files beside the demo")
 def test_examples_import_only_what_the_environment_provides(vla_release: Release) -> None:
     """Every module a demo imports is in the environment (found without importing it)."""
-    findings = Findings("demo imports", vla_release.root)
-    for path, tree in _parsed(vla_release, findings):
-        findings.extend(unavailable_imports(tree, path))
-    findings.check()
+    _check_each(vla_release, "demo imports", unavailable_imports)
 
 
 @rule("VLA-EX-004", fix="preprocess through the release's processor (AutoProcessor.from_pretrained), never by hand")
 def test_examples_use_the_release_processor(vla_release: Release) -> None:
     """No demo preprocesses by hand (rescaling by 255, normalisation constants, torchvision
     transforms), and a demo that loads the model loads the release's processor too."""
-    findings = Findings("demo preprocessing", vla_release.root)
-    for path, tree in _parsed(vla_release, findings):
-        findings.extend(hand_preprocessing(tree, path))
-    findings.check()
+    _check_each(vla_release, "demo preprocessing", hand_preprocessing)
 
 
 @rule("VLA-EX-005", fix="take the model directory and inputs as arguments; name no path outside the release")
 def test_examples_name_no_path_outside_the_release(vla_release: Release) -> None:
     """No demo names an absolute path, a home-relative one or one that climbs out with ``..``."""
-    findings = Findings("demo paths", vla_release.root)
-    for path, tree in _parsed(vla_release, findings):
-        findings.extend(outside_paths(tree, path))
-    findings.check()
+    _check_each(vla_release, "demo paths", outside_paths)
 
 
 @rule(

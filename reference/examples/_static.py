@@ -108,24 +108,16 @@ def unavailable_imports(tree: ast.Module, path: Path) -> list[Finding]:
     return out
 
 
-def _loads_processor(tree: ast.Module) -> bool:
+def _from_pretrained_owners(tree: ast.Module) -> list[str]:
+    """The names ``X.from_pretrained(...)`` is called on (``AutoProcessor``, ``LlamaForCausalLM``...)."""
+    owners = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_pretrained":
             owner = node.func.value
-            name = owner.id if isinstance(owner, ast.Name) else owner.attr if isinstance(owner, ast.Attribute) else ""
-            if "Processor" in name:
-                return True
-    return False
-
-
-def _loads_model(tree: ast.Module) -> bool:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_pretrained":
-            owner = node.func.value
-            name = owner.id if isinstance(owner, ast.Name) else owner.attr if isinstance(owner, ast.Attribute) else ""
-            if "Model" in name or "ForCausalLM" in name:
-                return True
-    return False
+            owners.append(
+                owner.id if isinstance(owner, ast.Name) else owner.attr if isinstance(owner, ast.Attribute) else ""
+            )
+    return owners
 
 
 def _is_255(node: ast.AST) -> bool:
@@ -159,7 +151,9 @@ def hand_preprocessing(tree: ast.Module, path: Path) -> list[Finding]:
     for name, line in _imports(tree):
         if name.startswith("torchvision.transforms") or name == "albumentations":
             add(f"import {name}", line)
-    if _loads_model(tree) and not _loads_processor(tree):
+    owners = _from_pretrained_owners(tree)
+    loads_model = any("Model" in name or "ForCausalLM" in name for name in owners)
+    if loads_model and not any("Processor" in name for name in owners):
         out.append(
             Finding(
                 "demo does not load the release's processor",
