@@ -5,11 +5,11 @@
 Each release is a copy of a golden release with one mutation from ``tests/mutations.py`` (the
 same kinds the bounded CI test draws with hypothesis: byte flips, truncations, deleted, retyped
 and duplicated JSON fields, removed, renamed and linked files, FIFOs, hostile paths; release.json
-refreshed or not). The suite runs on it in a subprocess with a time bound; the oracle
-(``mutations.judge``) asks for a verdict in time, no internal error, every failure naming a file
+refreshed or not). The suite runs on it in a subprocess with a time bound and a memory bound; the oracle
+(``mutations.judge``) asks for a verdict in time and memory, no internal error, every failure naming a file
 inside the release and the release unchanged. Prints one line per release that broke the oracle
-and a summary (releases tried, crashes, hangs, failures naming no file, writes, verdicts, time
-and the children's peak RSS); ``--out`` writes the summary and every problem as JSON. The numbers
+and a summary (releases tried, crashes, hangs, failures naming no file, writes, runs over the memory
+bound, verdicts, time and each run's peak RSS); ``--out`` writes the summary and every problem as JSON. The numbers
 in docs/security.md come from this script.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import shutil
 import statistics
 import sys
@@ -57,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts: Counter[str] = Counter()
     problems: list[dict[str, object]] = []
     seconds: list[float] = []
+    peaks: list[float] = []  # MiB, the largest process of each run
     counts = Counter()
     with tempfile.TemporaryDirectory(prefix="vla-fuzz-") as tmp:
         work, cache = Path(tmp), Path(tmp) / "cache"
@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             applied = mutations.apply(m, release, outside)
             counts["applied" if applied else "not applicable"] += 1
             before = mutations.snapshot(release)
-            status, output, took = mutations.run_suite(release, cache, case / "report.json", timeout=args.timeout)
-            v = mutations.judge(m, release, before, status, output, took, case / "report.json")
+            status, output, took, peak = mutations.run_suite(release, cache, case / "report.json", timeout=args.timeout)
+            v = mutations.judge(m, release, before, status, output, took, case / "report.json", peak)
             seconds.append(took)
+            peaks.append(peak)
             verdicts[(v.verdict_line or "none").split(": ", 1)[-1].split(" (")[0]] += 1
             for problem in v.problems:
                 kind = (
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                     if problem.startswith(("internal error", "exit status")) or ": a bare " in problem
                     else "names no file"
                     if "no finding names a file" in problem
+                    else "memory"
+                    if problem.startswith("over the memory bound")
                     else "no verdict"
                 )
                 counts[kind] += 1
@@ -92,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(case, ignore_errors=True)
             if (i + 1) % 10 == 0:
                 print(f"{i + 1}/{args.releases} releases, {len(problems)} problems", file=sys.stderr, flush=True)
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     summary = {
         "releases": args.releases,
         "seed": args.seed,
@@ -107,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         "verdicts": dict(verdicts),
         "seconds_median": round(statistics.median(seconds), 2) if seconds else None,
         "seconds_max": round(max(seconds), 2) if seconds else None,
-        "child_peak_rss_mb": round(peak_mb),
+        "over_memory_bound": counts["memory"],
+        "memory_bound_mib": mutations.MEMORY_BOUND_MIB,
+        "peak_rss_mib_median": round(statistics.median(peaks)) if peaks else None,
+        "peak_rss_mib_max": round(max(peaks)) if peaks else None,
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     print(json.dumps(summary, indent=2))

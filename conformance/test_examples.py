@@ -104,9 +104,21 @@ def test_examples_name_no_path_outside_the_release(vla_release: Release) -> None
     _check_each(vla_release, "demo paths", outside_paths)
 
 
+def _memory_bound(release: Release, mib: float | None) -> int:
+    """Bytes of private memory a demo may allocate: ``--vla-examples-memory``, or 2 GiB for the
+    interpreter, torch and transformers plus 4x the model's weight bytes (a bf16 model upcast to
+    float32 is 2x; the rest is headroom for activations and one transient copy)."""
+    if mib is not None:
+        return int(mib * 2**20)
+    model = release.root / "model"
+    weights = sum(p.stat().st_size for p in model.glob("*.safetensors") if p.is_file()) if model.is_dir() else 0
+    return 2**31 + 4 * weights
+
+
 @rule(
     "VLA-EX-006",
-    fix="make the demo exit 0 within the bound when run as docs/examples.md says, reading only the release",
+    fix="make the demo exit 0 within the time and memory bounds when run as docs/examples.md says, "
+    "reading only the release",
 )
 @pytest.mark.parametrize("name", sorted(INVOCATIONS))
 def test_example_runs(name: str, vla_release: Release, vla_session: VLASession, tmp_path: Path) -> None:
@@ -123,7 +135,10 @@ def test_example_runs(name: str, vla_release: Release, vla_session: VLASession, 
     Image.new("RGB", (48, 32), (90, 90, 90)).save(image)
     model = str((vla_release.root / "model").resolve())
     args = [a.format(model=model, image=str(image)) for a in INVOCATIONS[name]]
-    run = run_example(script, vla_release.root, args, timeout=vla_session.options.examples_timeout, inputs=[image])
+    memory = _memory_bound(vla_release, vla_session.options.examples_memory_mib)
+    run = run_example(
+        script, vla_release.root, args, timeout=vla_session.options.examples_timeout, inputs=[image], memory=memory
+    )
     findings = Findings(f"demo {name}", vla_release.root)
     command = f"python examples/{name} {' '.join(INVOCATIONS[name])}"
     for refused in run.refused:
@@ -141,6 +156,15 @@ def test_example_runs(name: str, vla_release: Release, vla_session: VLASession, 
             f"exit within {vla_session.options.examples_timeout:.0f} s (--vla-examples-timeout)",
             file=script,
             fix=f"make `{command}` finish on the release's model",
+        )
+    elif run.out_of_memory:
+        findings.add(
+            "demo ran out of its memory bound",
+            f"MemoryError after {run.seconds:.0f} s",
+            f"at most {memory / 2**20:.0f} MiB of private memory (--vla-examples-memory)",
+            file=script,
+            fix=f"make `{command}` run within {memory / 2**20:.0f} MiB (load the weights with safetensors, "
+            "decode images with Pillow's MAX_IMAGE_PIXELS on), or raise --vla-examples-memory",
         )
     elif run.returncode != 0:
         tail = [line for line in run.stderr.strip().splitlines() if line.strip()][-1:] or ["(no output)"]

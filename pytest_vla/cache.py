@@ -57,9 +57,17 @@ class ArtefactCache:
         >>> merged = cache.build(cache.digest(ckpt), "merged", lambda dst: merge(ckpt, dst))  # doctest: +SKIP
     """
 
-    def __init__(self, root: Path, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        progress: Callable[[str], None] | None = None,
+        *,
+        trust_digests_since: float | None = None,
+    ) -> None:
         self.root = root
         self.progress = progress  # told about long steps (a terminal shows them; CI logs stay quiet)
+        # --vla-rehash: a remembered file digest is used only if this run recorded it
+        self.trust_digests_since = trust_digests_since
 
     @contextlib.contextmanager
     def step(self, what: str) -> Iterator[None]:
@@ -80,14 +88,18 @@ class ArtefactCache:
         key (resolved path, size, mtime, ctime, inode: an in-place edit changes ctime, which cannot
         be set back without root and the clock). Unknown files are hashed several at a time and
         remembered in ``digests.jsonl``: the cache's content keys and the manifest's verification
-        share one reading of each file, and a later run reads none that is unchanged."""
+        share one reading of each file, and a later run reads none that is unchanged. With
+        ``trust_digests_since`` (``--vla-rehash``), only digests recorded since then are used: every
+        file is read once more in this run, whatever its stat key says."""
         known: dict[str, str] = {}
         stat_file = self._stat_cache()
+        since = self.trust_digests_since
         if stat_file.is_file():
             for line in stat_file.read_text(errors="replace").splitlines():
                 with contextlib.suppress(ValueError, KeyError, TypeError):  # a damaged line is recomputed
                     rec = json.loads(line)
-                    known[str(rec["stat"])] = str(rec["sha256"])
+                    if since is None or float(rec.get("at", 0)) >= since:
+                        known[str(rec["stat"])] = str(rec["sha256"])
         keys = {}
         for f in files:
             st = f.stat()
@@ -99,7 +111,8 @@ class ArtefactCache:
                 out |= dict(zip(missing, pool.map(sha256_file, missing), strict=True))
             self.root.mkdir(parents=True, exist_ok=True)
             with _locked(self.root / "digests.lock"), stat_file.open("a") as log:
-                log.write("".join(json.dumps({"stat": keys[f], "sha256": out[f]}) + "\n" for f in missing))
+                now = time.time()
+                log.write("".join(json.dumps({"stat": keys[f], "sha256": out[f], "at": now}) + "\n" for f in missing))
         return out
 
     def digest(self, *paths: Path, salt: str = "") -> str:

@@ -84,6 +84,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="where merged/resharded artefacts are cached, keyed by release content "
         "(default: $XDG_CACHE_HOME/pytest-vla or ~/.cache/pytest-vla); never inside the release",
     )
+    group.addoption(
+        "--vla-rehash",
+        dest="vla_rehash",
+        action="store_true",
+        default=False,
+        help="trust no file digest remembered by an earlier run: read and hash every file of the release "
+        "again (once per run); for a host where the release's files may be edited by root",
+    )
     for flag, what in (
         ("atol", "absolute logit difference"),
         ("rtol", "relative logit difference"),
@@ -137,6 +145,15 @@ def add_options(parser: pytest.Parser) -> None:
         default=300.0,
         help="seconds each demo may run under --vla-run-examples (default 300)",
     )
+    group.addoption(
+        "--vla-examples-memory",
+        dest="vla_examples_memory",
+        metavar="MIB",
+        type=_float("--vla-examples-memory"),
+        default=None,
+        help="MiB of private memory each demo may allocate under --vla-run-examples "
+        "(default 2048 plus 4x the bytes of model/*.safetensors)",
+    )
     parser.addini("vla_release", "release directory to check (as --vla-release)", default="")
     parser.addini("vla_baseline", "baseline release directory (as --vla-baseline)", default="")
 
@@ -155,6 +172,8 @@ class VLAOptions:
     allow_partial: bool = False
     run_examples: bool = False
     examples_timeout: float = 300.0
+    examples_memory_mib: float | None = None  # None: 2048 + 4x the model's weight bytes
+    rehash: bool = False
 
 
 def read_options(config: pytest.Config) -> VLAOptions:
@@ -187,4 +206,6 @@ def read_options(config: pytest.Config) -> VLAOptions:
         allow_partial=config.getoption("vla_allow_partial"),
         run_examples=config.getoption("vla_run_examples"),
         examples_timeout=config.getoption("vla_examples_timeout"),
+        examples_memory_mib=config.getoption("vla_examples_memory"),
+        rehash=config.getoption("vla_rehash"),
     )

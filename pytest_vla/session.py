@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ class VLASession:
     interrupted: str | None = None  # why the run stopped early, if it did
     not_checked: str = "deselected"  # why an area with no collected check was not checked
     progress: Callable[[str], None] | None = None  # where long steps are told (a terminal only)
+    started: float = field(default_factory=time.time)  # --vla-rehash trusts digests from here on
 
     @property
     def active(self) -> bool:
@@ -76,7 +78,9 @@ class VLASession:
 
     @property
     def cache(self) -> ArtefactCache:
-        return ArtefactCache(self.options.cache_dir, self.progress)
+        return ArtefactCache(
+            self.options.cache_dir, self.progress, trust_digests_since=self.started if self.options.rehash else None
+        )
 
     def summary(self) -> dict[str, Tally]:
         tallies: dict[str, Tally] = {a: Tally() for a in AREAS}

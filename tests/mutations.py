@@ -6,7 +6,7 @@ which numbers) so that hypothesis can draw, shrink and print it, and a campaign 
 numbers that pick a byte or a JSON field are reduced modulo what the file holds when it is applied.
 
 The oracle (:func:`judge`) is what docs/security.md promises on any input: a verdict within the
-time bound, no internal error (no traceback, no failure that is a bare Python exception), every
+time and memory bounds, no internal error (no traceback, no failure that is a bare Python exception), every
 failure naming a file inside the release, and the release's bytes unchanged.
 """
 
@@ -15,9 +15,12 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +65,9 @@ PATH_FIELDS = {
     "model/preprocessor_config.json": ("codebook_file",),
 }
 TIME_BOUND_S = 150
+# private memory (RLIMIT_DATA) each process of a suite run may allocate, and the peak RSS a run
+# may reach: the golden releases need ~0.4 GB; 2 GiB is the per-process target at any size (#21)
+MEMORY_BOUND_MIB = 2048
 # exceptions that mean a check met input it did not expect (a defect of ours, not a finding)
 _PYTHON_ERRORS = frozenset(
     name for name, obj in vars(builtins).items() if isinstance(obj, type) and issubclass(obj, BaseException)
@@ -219,40 +225,72 @@ class Verdict:
     verdict_line: str | None
     failed: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    peak_mib: float | None = None  # RSS of the run's largest process
 
 
 def run_suite(
     release: Path, cache: Path, report: Path, *args: str, timeout: float = TIME_BOUND_S
-) -> tuple[int | None, str, float]:
-    """The installed suite on ``release`` in a subprocess (``-s``, ``y`` on stdin: nothing may read it)."""
+) -> tuple[int | None, str, float, float]:
+    """The installed suite on ``release`` in a subprocess (``-s``, ``y`` on stdin: nothing may read
+    it), each of its processes bounded to MEMORY_BOUND_MIB of private memory. Returns the exit
+    status (None: killed at ``timeout``), stdout and stderr, the seconds, and the peak RSS in MiB
+    of the largest process of the run (its ranks included: wait4's rusage covers the reaped tree)."""
+
+    def bound() -> None:  # in the child, before exec
+        limit = MEMORY_BOUND_MIB * 2**20
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        f"--vla-release={release}",
+        f"--vla-cache-dir={cache}",
+        f"--vla-report={report}",
+        "--vla-allow-partial",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+        *args,
+    ]
     start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=report.parent,
+        env={**os.environ, "CI": "1"},
+        start_new_session=True,
+        preexec_fn=bound,
+    )
+    chunks: list[bytes] = []
+    assert proc.stdin is not None and proc.stdout is not None
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: stdout.read(65536), b"")), daemon=True)
+    reader.start()
     try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                f"--vla-release={release}",
-                f"--vla-cache-dir={cache}",
-                f"--vla-report={report}",
-                "--vla-allow-partial",
-                "-s",
-                "-p",
-                "no:cacheprovider",
-                *args,
-            ],
-            input="y\n" * 4,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=report.parent,
-            check=False,
-            env={**os.environ, "CI": "1"},
-        )
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return None, out, time.monotonic() - start
-    return done.returncode, done.stdout + done.stderr, time.monotonic() - start
+        proc.stdin.write(b"y\n" * 4)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # it exited before reading stdin, which is what is expected of it
+    killed = threading.Event()
+
+    def kill() -> None:
+        killed.set()
+        os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)  # wait4, not Popen.wait: it returns the rusage
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join(timeout=10)
+    output = b"".join(chunks).decode(errors="replace")
+    seconds = time.monotonic() - start
+    return (None if killed.is_set() else proc.returncode), output, seconds, usage.ru_maxrss / 1024
 
 
 def _names_a_file_inside(finding: dict[str, Any]) -> bool:
@@ -270,13 +308,16 @@ def judge(
     output: str,
     seconds: float,
     report: Path,
+    peak_mib: float | None = None,
 ) -> Verdict:
-    """The oracle: a verdict in time, no internal error, every failure naming a file inside the
-    release, the release unchanged."""
-    v = Verdict(m, seconds, exit_status, None)
+    """The oracle: a verdict in time and memory, no internal error, every failure naming a file
+    inside the release, the release unchanged."""
+    v = Verdict(m, seconds, exit_status, None, peak_mib=peak_mib)
     if exit_status is None:
         v.problems.append(f"no verdict within {TIME_BOUND_S} s (hang)")
         return v
+    if "MemoryError" in output or (peak_mib is not None and peak_mib > MEMORY_BOUND_MIB):
+        v.problems.append(f"over the memory bound of {MEMORY_BOUND_MIB} MiB (peak RSS {peak_mib or 0:.0f} MiB)")
     if snapshot(release) != before:
         v.problems.append("the release was written")
     if "Traceback (most recent call last)" in output or "INTERNALERROR" in output:

@@ -66,3 +66,27 @@ def run_printed_fix(message: str, release: Path) -> str:
     done = subprocess.run(fix.group(1), shell=True, cwd=release, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"{fix.group(1)}: {done.stdout}{done.stderr}"
     return fix.group(1)
+
+
+def write_png_bomb(path: Path, side: int) -> int:
+    """A valid greyscale PNG of ``side`` x ``side`` zero pixels: a few MB on disk, ``side**2``
+    bytes once decoded. The deflate stream is one full-flush block of zeros repeated (each block
+    stands alone, so repeating its bytes repeats its output), ended by an empty final block.
+    Returns the decoded size in bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = side * (side + 1)  # each row: a filter byte (0) and its pixels
+    rows = 1024
+    block = zlib.compressobj(9, wbits=-15)
+    body = block.compress(bytes((side + 1) * rows)) + block.flush(zlib.Z_FULL_FLUSH)
+    tail = zlib.compressobj(9, wbits=-15)
+    rest = tail.compress(bytes(raw - (side // rows) * (side + 1) * rows)) + tail.flush(zlib.Z_FINISH)
+    adler = ((raw % 65521) << 16) | 1  # adler32 of n zero bytes: a stays 1, b is n mod 65521
+    stream = b"\x78\xda" + body * (side // rows) + rest + struct.pack(">I", adler)
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", stream) + chunk(b"IEND", b""))
+    return side * side

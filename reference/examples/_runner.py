@@ -1,8 +1,11 @@
 """Running a release's demo confined (only behind ``--vla-run-examples``: it runs the release's code).
 
 Each demo runs as ``python -I -B`` in a subprocess of its own session, in a fresh working directory
-that is also its HOME, TMPDIR and HF_HOME, with the hub and transformers offline and a time
-bound (the whole process group is killed past it). A bootstrap installs an audit hook (PEP 578)
+that is also its HOME, TMPDIR and HF_HOME, with the hub and transformers offline, a time
+bound (the whole process group is killed past it) and a memory bound (``RLIMIT_DATA``: the private
+memory it may allocate, so a decompression bomb or a runaway allocation ends in ``MemoryError``
+rather than in the host's swap; unlike ``RLIMIT_AS`` it leaves torch's address-space reservations
+and the mapped weights alone). A bootstrap installs an audit hook (PEP 578)
 before the demo's first line: opening a file to read outside the release, the working directory
 and the installed environment, opening one to write outside the working directory, and any
 socket connection or name lookup raise PermissionError in the demo and are recorded. The hook is
@@ -15,12 +18,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -85,10 +89,19 @@ class ExampleRun:
     stderr: str
     seconds: float
     refused: list[dict[str, str]] = field(default_factory=list)  # {"kind", "what"} per refused access
+    memory_limit: int | None = None  # bytes of private memory it was allowed
 
     @property
     def timed_out(self) -> bool:
         return self.returncode is None
+
+    @property
+    def out_of_memory(self) -> bool:
+        """It failed on its memory bound: a MemoryError, or killed by the allocator's abort."""
+        if self.memory_limit is None or self.returncode in (0, None):
+            return False
+        tail = self.stderr[-4000:]
+        return "MemoryError" in tail or "std::bad_alloc" in tail or "DefaultCPUAllocator: can't allocate" in tail
 
 
 def _package_roots() -> list[str]:
@@ -101,11 +114,28 @@ def _package_roots() -> list[str]:
     return sorted(roots)
 
 
+def _limit_data(limit: int | None) -> Callable[[], None] | None:
+    if limit is None:
+        return None
+
+    def apply() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    return apply
+
+
 def run_example(
-    script: Path, release: Path, args: list[str], *, timeout: float, inputs: Sequence[Path] = ()
+    script: Path,
+    release: Path,
+    args: list[str],
+    *,
+    timeout: float,
+    inputs: Sequence[Path] = (),
+    memory: int | None = None,
 ) -> ExampleRun:
     """Run ``script`` (a demo inside ``release``) with ``args`` as described above; ``inputs``
-    are the files given on its command line, which it may read too."""
+    are the files given on its command line, which it may read too; ``memory`` is the bound in
+    bytes on the private memory it may allocate (None: unbounded)."""
     release = release.resolve()
     with tempfile.TemporaryDirectory(prefix="vla-example-") as tmp:
         work = Path(tmp).resolve()
@@ -144,6 +174,7 @@ def run_example(
             text=True,
             errors="replace",
             start_new_session=True,
+            preexec_fn=_limit_data(memory),
         )
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -153,4 +184,4 @@ def run_example(
             out, err = proc.communicate()
             code = None
         refused = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        return ExampleRun(script, args, code, out, err, time.monotonic() - start, refused)
+        return ExampleRun(script, args, code, out, err, time.monotonic() - start, refused, memory)

@@ -10,6 +10,7 @@ from pathlib import Path
 from vla_reference.release import write_manifest
 
 from conftest import GOLDEN
+from releases import write_png_bomb
 
 RUN = ("-m", "examples", "--vla-run-examples")
 
@@ -85,6 +86,35 @@ def test_a_demo_that_reads_a_file_outside_the_release(golden_copy, run_suite, tm
     assert list(run.failed) == ["test_example_runs[cli_demo.py]"], sorted(run.failed)
     text = run.failed["test_example_runs[cli_demo.py]"]
     assert f"demo read outside the release: {secret.resolve()}" in text, text
+
+
+def test_a_demo_that_decodes_a_decompression_bomb_fails_on_its_memory_bound(golden_copy, run_suite):
+    """A 3.5 MB PNG shipped with the demo that decodes to 3.6 GB, opened with Pillow's guard
+    turned off: the demo ends in MemoryError at its bound (2 GiB + 4x the weights here), not in
+    the host's swap; undoing the edit, as the fix says, passes."""
+    release = golden_copy("dense")
+    (release / "examples/assets").mkdir()
+    assert write_png_bomb(release / "examples/assets/scene.png", 60_000) == 3_600_000_000
+    old, new = (
+        "    folder = model_dir(model_path)\n",
+        "    folder = model_dir(model_path)\n"
+        "    Image.MAX_IMAGE_PIXELS = None\n"
+        "    Image.open(Path(__file__).parent / 'assets' / 'scene.png').load()\n",
+    )
+    path = edit_demo(release, "cli_demo.py", old, new)
+    run = run_suite(release, *RUN, "-k", "cli_demo or not runs")
+    assert list(run.failed) == ["test_example_runs[cli_demo.py]"], sorted(run.failed)
+    text = run.failed["test_example_runs[cli_demo.py]"]
+    assert re.search(
+        r"demo ran out of its memory bound: MemoryError after \d+ s, expected at most 20\d\d MiB of private memory "
+        r"\(--vla-examples-memory\) \[examples/cli_demo.py\]",
+        text,
+    ), text
+    assert "Fix: make `python examples/cli_demo.py" in text and "MAX_IMAGE_PIXELS" in text, text
+    run.assert_reported("test_example_runs[cli_demo.py]")
+    path.write_text(path.read_text().replace(new, old, 1))
+    write_manifest(release)
+    assert not run_suite(release, *RUN, "-k", "cli_demo or not runs").failed
 
 
 def test_a_demo_that_names_an_outside_path(golden_copy, run_suite):

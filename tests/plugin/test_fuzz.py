@@ -3,8 +3,8 @@
 Each example applies one :class:`mutations.Mutation` (a byte flipped, a file truncated, a JSON
 field deleted, retyped or duplicated, a file removed, renamed, linked out, replaced by a FIFO or
 a directory, a path field made hostile; release.json refreshed or not) and runs the whole suite
-in a subprocess. The oracle (``mutations.judge``): a verdict within the time bound, no internal
-error, every failure naming a file inside the release, the release unchanged.
+in a subprocess. The oracle (``mutations.judge``): a verdict within the time and memory bounds,
+no internal error, every failure naming a file inside the release, the release unchanged.
 
 CI runs a fixed, derandomized set of examples (so a red run is reproducible); the long random
 campaign is ``benchmarks/fuzz.py``, whose numbers docs/security.md records.
@@ -60,9 +60,24 @@ def test_a_mutated_release_gets_a_verdict_naming_its_file(m, tmp_path_factory, f
     outside.mkdir()
     applied = mutations.apply(m, release, outside)
     before = mutations.snapshot(release)
-    status, output, seconds = mutations.run_suite(release, fuzz_cache, work / "report.json")
-    verdict = mutations.judge(m, release, before, status, output, seconds, work / "report.json")
+    status, output, seconds, peak = mutations.run_suite(release, fuzz_cache, work / "report.json")
+    verdict = mutations.judge(m, release, before, status, output, seconds, work / "report.json", peak)
     assert not verdict.problems, f"{m}: " + "\n".join(verdict.problems)
     if applied and not m.refresh:
         # the bytes changed and release.json was not refreshed: the manifest must see it
         assert verdict.failed, f"{m}: CONFORMS on a release whose bytes no longer match release.json"
+
+
+def test_the_oracle_fails_a_run_over_its_memory_bound(tmp_path, fuzz_cache):
+    """The memory half of the oracle can fail: a plugin loaded into the run that allocates 3 GiB
+    meets the 2 GiB bound on private memory, and the run is judged over it, not hung or swapping."""
+    release = tmp_path / "release"
+    shutil.copytree(GOLDEN / "dense", release)
+    (tmp_path / "hog.py").write_text("HOG = bytearray(3 * 2**30)\n")  # importable: -m pytest puts cwd first
+    before = mutations.snapshot(release)
+    report = tmp_path / "report.json"
+    status, output, seconds, peak = mutations.run_suite(release, fuzz_cache, report, "-p", "hog", timeout=60)
+    verdict = mutations.judge("hog", release, before, status, output, seconds, report, peak)
+    assert status not in (None, 0) and "MemoryError" in output, output[-2000:]
+    assert peak < mutations.MEMORY_BOUND_MIB, peak
+    assert any(p.startswith("over the memory bound of 2048 MiB") for p in verdict.problems), verdict.problems

@@ -299,13 +299,13 @@ def test_a_hostile_release_is_judged_safely(name, tmp_path, hostile_cache):
     make(release, outside)
     before = mutations.snapshot(release)
     report = tmp_path / "report.json"
-    status, out, took = mutations.run_suite(
+    status, out, took, peak = mutations.run_suite(
         release, hostile_cache, report, *(["-m", area] if area else []), timeout=TIME_BOUND_S
     )
     assert not (outside / "marker").exists(), "the release's code ran"
     # the oracle of the fuzz campaign: a verdict in time, no internal error, every failure naming
     # a file inside the release, the release unchanged
-    verdict = mutations.judge(name, release, before, status, out, took, report)
+    verdict = mutations.judge(name, release, before, status, out, took, report, peak)
     assert not verdict.problems, "\n".join(verdict.problems)
     assert "DOES NOT CONFORM" in out, out[-3000:]
     data = json.loads(report.read_text())
@@ -340,3 +340,30 @@ def test_a_same_size_edit_with_its_mtime_restored_is_not_served_from_the_cache(t
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
     second = run_suite(release, "-m", "checkpoint", "-k", "merge_equals", cache=cache)
     assert list(second.failed) == ["test_merge_equals_shipped_model"], second.passed
+
+
+def test_vla_rehash_trusts_no_digest_remembered_by_an_earlier_run(tmp_path, run_suite):
+    """What an edit that also restored ctime (root, the clock set back) amounts to: the cache
+    remembers the old digest under the file's current stat key. A plain run trusts it (the limit
+    docs/security.md states); ``--vla-rehash`` reads the file again and the manifest sees the edit."""
+    release, cache = tmp_path / "release", tmp_path / "cache"
+    shutil.copytree(GOLDEN / "dense", release)
+    assert not run_suite(release, "-m", "manifest", cache=cache).failed
+    path = release / "model/generation_config.json"
+    old = path.read_bytes()
+    new = old.replace(b"1", b"2", 1)
+    assert new != old and len(new) == len(old)
+    path.write_bytes(new)
+    memo = cache / "digests.jsonl"
+    records = [json.loads(line) for line in memo.read_text().splitlines()]
+    prefix = f"{path.resolve()}|"
+    (was,) = {r["sha256"] for r in records if r["stat"].startswith(prefix)}
+    st = path.stat()
+    forged = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+    with memo.open("a") as log:
+        log.write(json.dumps({"stat": forged, "sha256": was, "at": 0}) + "\n")
+    trusting = run_suite(release, "-m", "manifest", cache=cache)
+    assert not trusting.failed, trusting.failed
+    rehashed = run_suite(release, "-m", "manifest", "--vla-rehash", cache=cache)
+    assert list(rehashed.failed) == ["test_sizes_and_hashes_match"], sorted(rehashed.failed)
+    assert "model/generation_config.json" in rehashed.failed["test_sizes_and_hashes_match"]
