@@ -19,7 +19,7 @@ from vla_reference import read_json
 from vla_reference.converter import Layout
 from vla_reference.errors import ReleaseError
 from vla_reference.findings import Finding
-from vla_reference.hf import HFSource, SafetensorsFile
+from vla_reference.hf import HFSource, SafetensorsFile, float32_bytes, streamed_model
 from vla_reference.megatron import MegatronSource, check_layout, write_megatron
 from vla_reference.parity import ParityStats, Tolerance, compare_logits, default_tolerance, format_table, sharded_logits
 from vla_reference.release import Release
@@ -79,22 +79,34 @@ def _parse_eval_set(data: Any, vocab: int | None) -> list[tuple[str, list[int]]]
     return out
 
 
-def _load_merged(path: Path, *, reported_by: str | None = None) -> Any:
+def _load_merged(
+    path: Path, session: VLASession, node: pytest.Item, label: str, *, reported_by: str | None = None
+) -> Any:
     """The model at ``path`` in stock transformers, once its config.json is known to describe its
     weights (transformers builds whatever the config says: a damaged one could ask for 10**12
-    layers). ``reported_by``: the checks that report a config/weights mismatch, if they run."""
+    layers). ``reported_by``: the checks that report a config/weights mismatch, if they run.
+    Up to ``--vla-stream-weights-above`` MiB of float32 weights it is ``from_pretrained``; above,
+    the same class whose modules read their weights from the mapped files one at a time
+    (``vla_reference.hf.streamed_model``: the process holds one module's weights, not the model)."""
     from transformers import AutoModelForCausalLM
 
     try:
-        HFSource(path)
+        source = HFSource(path)
     except ReleaseError as e:
         if reported_by:
             # Why skip: the same defect fails the checks named here; one defect, one failure.
             pytest.skip(f"the model at {path} does not load as written (reported by {reported_by}): {e}")
         Findings("the model does not load as written").fail_on(e, "the model does not load as written")
+    size = float32_bytes(source)
+    streamed = size > session.options.stream_weights_above_mib * 2**20
+    measure(node, "parity_loader", {label: "streamed" if streamed else "from_pretrained"})
     # float32 on both sides: the comparison measures layout, not storage precision
     try:
+        if streamed:
+            return streamed_model(source)
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=False).eval()
+    except ReleaseError as e:
+        Findings("transformers cannot load the model").fail_on(e, "transformers cannot load the model")
     except Exception as e:  # noqa: BLE001 - transformers raises many types; name the directory instead
         fail("transformers cannot load the model", f"{type(e).__name__}: {e}", file=path, fix="ship a loadable model/")
 
@@ -217,7 +229,8 @@ def test_logit_parity(
     if layout == "shipped-layout":
         merged_dir = vla_model_dir
         reported_by = "test_config_agrees_with_args and test_merge_equals_shipped_model" if has_ckpt else None
-        merged = _merged_logits(_load_merged(merged_dir, reported_by=reported_by), eval_set)
+        model = _load_merged(merged_dir, vla_session, request.node, "merged model", reported_by=reported_by)
+        merged = _merged_logits(model, eval_set)
         expected = vla_release.root / "golden" / "expected_logits.safetensors"
         if expected.is_file():
             ref = SafetensorsFile(expected)
@@ -283,7 +296,7 @@ def test_logit_parity(
         alt.arch = (
             dataclasses.replace(alt.arch, vocab_size=src.arch.vocab_size) if alt.arch.vocab_size is None else alt.arch
         )
-        merged = _merged_logits(_load_merged(merged_dir), eval_set)
+        merged = _merged_logits(_load_merged(merged_dir, vla_session, request.node, "its merge"), eval_set)
         with cache.step(f"parity: sharded forward at {target.describe()}"):
             sharded = sharded_logits(alt, sequences)
         comparisons.append(

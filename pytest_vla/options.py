@@ -130,6 +130,15 @@ def add_options(parser: pytest.Parser) -> None:
         help="exit 0 when nothing failed but some areas were not checked (deselected, or a part missing)",
     )
     group.addoption(
+        "--vla-stream-weights-above",
+        dest="vla_stream_weights_above",
+        metavar="MIB",
+        type=_float("--vla-stream-weights-above"),
+        default=1024.0,
+        help="parity: a model whose float32 weights exceed MIB runs in transformers one module's weights at a "
+        "time, read from the mapped files (default 1024; 0 streams every model)",
+    )
+    group.addoption(
         "--vla-run-examples",
         dest="vla_run_examples",
         action="store_true",
@@ -174,6 +183,7 @@ class VLAOptions:
     examples_timeout: float = 300.0
     examples_memory_mib: float | None = None  # None: 2048 + 4x the model's weight bytes
     rehash: bool = False
+    stream_weights_above_mib: float = 1024.0
 
 
 def read_options(config: pytest.Config) -> VLAOptions:
@@ -208,4 +218,5 @@ def read_options(config: pytest.Config) -> VLAOptions:
         examples_timeout=config.getoption("vla_examples_timeout"),
         examples_memory_mib=config.getoption("vla_examples_memory"),
         rehash=config.getoption("vla_rehash"),
+        stream_weights_above_mib=config.getoption("vla_stream_weights_above"),
     )

@@ -86,18 +86,33 @@ BREAKS = {
 }
 
 
+STREAM = "--vla-stream-weights-above=0"  # every model run one module's weights at a time
+
+
 @pytest.mark.parametrize("name", BREAKS)
 def test_parity_fails(name, golden_copy, run_suite):
+    _assert_parity_fails(name, golden_copy, run_suite, "from_pretrained")
+
+
+@pytest.mark.parametrize("name", ["qkv-groups-permuted", "padding-rows-kept", "one-expert-swapped"])
+def test_parity_fails_with_the_weights_streamed(name, golden_copy, run_suite):
+    """The streamed loader (the one a large release gets) sees the same breaks: a layout bug, a
+    shape the config contradicts, and fused MoE experts out of order."""
+    _assert_parity_fails(name, golden_copy, run_suite, "streamed", STREAM)
+
+
+def _assert_parity_fails(name, golden_copy, run_suite, loader, *args):
     which, breaker = BREAKS[name]
     release = golden_copy(which)
     breaker(release)
-    run = run_suite(release, "-m", "parity")
+    run = run_suite(release, "-m", "parity", *args)
     assert list(run.failed) == ["test_logit_parity[shipped-layout]"], run.failed
     message = run.failed["test_logit_parity[shipped-layout]"]
     assert "logit parity at the shipped-layout" in message
     assert re.search(r"sequence\s+tokens\s+max abs\s+max rel\s+KL\s+top-1\s+worst", message), message
     assert "OUT" in message and "Fix: " in message
     check = run.assert_reported("test_logit_parity[shipped-layout]")
+    assert check["measured"]["parity_loader"] == {"merged model": loader}, check["measured"]
     parity = check["measured"]["parity"]
     assert any(not s["within"] for m in parity.values() for s in m["sequences"]), parity
     for m in parity.values():  # every comparable position is in the histogram (shapes may differ: null)
@@ -110,8 +125,9 @@ def test_golden_releases_pass_parity(run_suite):
     from conftest import GOLDEN
 
     for name in ("dense", "moe"):
-        run = run_suite(GOLDEN / name, "-m", "parity")
-        assert sorted(run.passed) == ["test_logit_parity[alt-layout]", "test_logit_parity[shipped-layout]"], run
+        for args in ((), (STREAM,)):
+            run = run_suite(GOLDEN / name, "-m", "parity", *args)
+            assert sorted(run.passed) == ["test_logit_parity[alt-layout]", "test_logit_parity[shipped-layout]"], run
 
 
 def test_tolerance_flags_override_the_defaults(run_suite):

@@ -72,3 +72,52 @@ def test_a_mistral_config_reads_as_the_llama_it_computes(tmp_path):
     merge(tmp_path / "mg", tmp_path / "merged", fsync=False)
     assert json.loads((tmp_path / "merged/config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
     assert_same(hf_tensors(tmp_path / "hf"), hf_tensors(tmp_path / "merged"))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_streamed_model_computes_what_from_pretrained_loads(tmp_path, name):
+    """The parity forward at scale (one module's weights at a time, ``streamed_model``) is stock
+    transformers' forward over what ``from_pretrained`` loads, to the bit, for every family the
+    converter maps (fused MoE experts included); after the forward no weight stays resident."""
+    from vla_reference.hf import HFSource, streamed_model
+
+    arch, cls = CASES[name]
+    write_model(arch, tmp_path / "hf", seed=7)
+    whole = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    streamed = streamed_model(HFSource(tmp_path / "hf"))
+    assert type(streamed).__name__ == cls
+    ids = torch.randint(0, arch.rows_vocab, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = whole(ids).logits, streamed(ids).logits
+    assert torch.equal(got, want), (got - want).abs().max()
+    assert {p.device.type for p in streamed.parameters()} == {"meta"}
+
+
+def test_the_streamed_model_refuses_weights_transformers_would_not_load_as_they_are(tmp_path):
+    """Where from_pretrained would initialise a missing weight at random or drop an unused one,
+    the streamed model is an error naming the key; a shape that differs, naming the file too.
+    (HFSource refuses the first two for the families it maps; the streamed model checks against
+    transformers' own parameters, so a transformers whose classes changed is caught as well.)"""
+    from safetensors.torch import load_file, save_file
+
+    from vla_reference.errors import LayoutError, ShardMismatchError
+    from vla_reference.hf import HFSource, streamed_model
+
+    write_model(llama(), tmp_path / "hf", seed=7)
+    path = tmp_path / "hf/model.safetensors"
+    good = load_file(path)
+    key = "model.layers.0.mlp.up_proj.weight"
+
+    lacking = HFSource(path.parent)
+    del lacking._where[key]  # what a transformers with one more parameter than the converter knows sees
+    with pytest.raises(LayoutError, match=f"LlamaForCausalLM needs {key} and no file holds it") as e:
+        streamed_model(lacking)
+    assert e.value.key == key
+    extra = HFSource(path.parent)
+    extra._where["model.layers.0.mlp.extra.weight"] = extra._where[key]
+    with pytest.raises(LayoutError, match="has no parameter for model.layers.0.mlp.extra.weight"):
+        streamed_model(extra)
+    save_file({**good, key: good[key][:-1].contiguous()}, path, metadata={"format": "pt"})
+    with pytest.raises(ShardMismatchError, match=r"shape \[\d+, \d+\] where transformers' LlamaForCausalLM has") as e:
+        streamed_model(HFSource(path.parent, check_shapes=False))
+    assert (e.value.path, e.value.key) == (path, key)
