@@ -19,7 +19,7 @@ it measures, each in a fresh process tree:
 
 Usage::
 
-    python benchmarks/suite.py [--workdir DIR] [--small] [--areas A,B] [--repeat N] [--out FILE]
+    python benchmarks/suite.py [--workdir DIR] [--small] [--areas A,B] [--skip-whole] [--n-auto] [--out FILE]
 
 ``--small`` (4 layers, hidden 512) is a smoke test of a few minutes. Results are printed as a
 table and written as JSON (``--out``, default ``WORKDIR/suite-<model>.json``). The numbers go into
@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", action="store_true")
     p.add_argument("--areas", default=",".join(AREAS))
     p.add_argument("--skip-whole", action="store_true", help="only the per-area runs")
+    p.add_argument("--n-auto", action="store_true", help="the whole suite under -n auto too (first and warm)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     m = merge_bench.MODELS["small" if args.small else "full"]
@@ -304,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         merge_bench.evict(files)
         results["whole_first"] = measure([*base, f"--vla-cache-dir={cache}"])
         results["whole_warm"] = measure([*base, f"--vla-cache-dir={cache}"])
+    if args.n_auto:  # xdist: how many workers -n auto gives is the plugin's choice, by release size
+        shutil.rmtree(cache, ignore_errors=True)
+        merge_bench.evict(files)
+        results["whole_first_n_auto"] = measure([*base, f"--vla-cache-dir={cache}", "-n", "auto"])
+        results["whole_warm_n_auto"] = measure([*base, f"--vla-cache-dir={cache}", "-n", "auto"])
     out = args.out or args.workdir / f"suite-{m.name}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(
@@ -322,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         f"warm {results['read_once_warm_s']} s; "
         f"forward floor {results['forward_floor']['wall_s']} s"
     )
-    for k in ("whole_first", "whole_warm"):
+    for k in ("whole_first", "whole_warm", "whole_first_n_auto", "whole_warm_n_auto"):
         if k in results:
             print(k, results[k])
     return 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -15,7 +18,7 @@ from pytest_vla.fixtures import Checkpoint
 from pytest_vla.results import measure
 from pytest_vla.rules import rule
 from pytest_vla.session import VLASession
-from vla_reference import read_json
+from vla_reference import atomic_write_bytes, read_json
 from vla_reference.converter import Layout
 from vla_reference.errors import ReleaseError
 from vla_reference.findings import Finding
@@ -103,7 +106,9 @@ def _load_merged(
     # float32 on both sides: the comparison measures layout, not storage precision
     try:
         if streamed:
-            return streamed_model(source)
+            model = streamed_model(source)
+            model.vla_streamed = True
+            return model
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=False).eval()
     except ReleaseError as e:
         Findings("transformers cannot load the model").fail_on(e, "transformers cannot load the model")
@@ -111,9 +116,76 @@ def _load_merged(
         fail("transformers cannot load the model", f"{type(e).__name__}: {e}", file=path, fix="ship a loadable model/")
 
 
+# logits of a batch of the streamed forward, at most (each batch reads every weight once)
+_BATCH_LOGIT_BYTES: Final = 256 * 2**20
+
+
 def _merged_logits(model: Any, eval_set: list[tuple[str, list[int]]]) -> list[torch.Tensor]:
+    """Logits [T, vocab] per sequence. A streamed model reads every weight from the files at each
+    forward, so its sequences go in right-padded batches (a causal model's logits at the real
+    positions do not depend on what follows; they differ from one-by-one by float32 rounding,
+    ~1e-5 here, inside the float32 tolerance); ``from_pretrained``'s model runs one by one."""
     with torch.no_grad():
-        return [model(torch.tensor([ids])).logits[0].float() for _, ids in eval_set]
+        if not getattr(model, "vla_streamed", False):
+            return [model(torch.tensor([ids])).logits[0].float() for _, ids in eval_set]
+        vocab = int(model.config.vocab_size)
+        out: list[torch.Tensor] = []
+        i = 0
+        while i < len(eval_set):
+            batch = [eval_set[i][1]]
+            while i + len(batch) < len(eval_set):
+                nxt = eval_set[i + len(batch)][1]
+                width = max(len(nxt), *map(len, batch))
+                if (len(batch) + 1) * width * vocab * 4 > _BATCH_LOGIT_BYTES:
+                    break
+                batch.append(nxt)
+            width = max(map(len, batch))
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, seq in enumerate(batch):
+                ids[row, : len(seq)], mask[row, : len(seq)] = torch.tensor(seq), 1
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            out += [logits[row, : len(seq)].clone() for row, seq in enumerate(batch)]
+            i += len(batch)
+        return out
+
+
+def _cached_logits(
+    session: VLASession,
+    node: pytest.Item,
+    label: str,
+    paths: list[Path],
+    what: str,
+    eval_set: list[tuple[str, list[int]]],
+    compute: Callable[[], list[torch.Tensor]],
+) -> list[torch.Tensor]:
+    """``compute()``'s logits, kept in the artefact cache under the content digest of ``paths``
+    (the model or checkpoint they are computed from), the eval set, ``what`` (the layout, the
+    architecture read, the loader) and the torch, transformers and converter versions: a later run
+    on the same bytes with the same code reads them instead of running the forward again (the
+    report says which, under ``measured.parity_logits``)."""
+    import transformers
+    from safetensors.torch import load_file, save
+
+    cache = session.cache
+    salt = "|".join(
+        (
+            f"logits {what}",
+            hashlib.sha256(json.dumps(eval_set).encode()).hexdigest(),
+            f"torch {torch.__version__}",
+            f"transformers {transformers.__version__}",
+        )
+    )
+    key = cache.digest(*paths, salt=salt)
+    hit = (cache.root / key / "logits.safetensors").is_file()
+
+    def write(dst: Path) -> None:
+        atomic_write_bytes(dst, save({str(i): t.contiguous() for i, t in enumerate(compute())}))
+
+    path = cache.build(key, "logits.safetensors", write)
+    measure(node, "parity_logits", {label: "cached" if hit else "computed"})
+    stored = load_file(path)
+    return [stored[str(i)] for i in range(len(eval_set))]
 
 
 def _tolerance(session: VLASession, dtype: torch.dtype) -> Tolerance:
@@ -229,8 +301,18 @@ def test_logit_parity(
     if layout == "shipped-layout":
         merged_dir = vla_model_dir
         reported_by = "test_config_agrees_with_args and test_merge_equals_shipped_model" if has_ckpt else None
-        model = _load_merged(merged_dir, vla_session, request.node, "merged model", reported_by=reported_by)
-        merged = _merged_logits(model, eval_set)
+        stream = f"stream above {vla_session.options.stream_weights_above_mib} MiB"
+        merged = _cached_logits(
+            vla_session,
+            request.node,
+            "merged model",
+            [merged_dir],
+            f"merged, {stream}",
+            eval_set,
+            lambda: _merged_logits(
+                _load_merged(merged_dir, vla_session, request.node, "merged model", reported_by=reported_by), eval_set
+            ),
+        )
         expected = vla_release.root / "golden" / "expected_logits.safetensors"
         if expected.is_file():
             ref = SafetensorsFile(expected)
@@ -256,7 +338,15 @@ def test_logit_parity(
         if has_ckpt:
             src: MegatronSource = request.getfixturevalue("vla_rank_checkpoint")
             with vla_session.cache.step(f"parity: sharded forward at {src.layout.describe()}"):
-                sharded = sharded_logits(src, sequences)
+                sharded = _cached_logits(
+                    vla_session,
+                    request.node,
+                    f"sharded {src.layout.describe()}",
+                    [src.path],
+                    f"sharded {src.layout.describe()} {src.arch!r}",
+                    eval_set,
+                    lambda: sharded_logits(src, sequences),
+                )
             comparisons.append(
                 _compare(
                     f"sharded {src.layout.describe()} vs merged model",
@@ -296,9 +386,26 @@ def test_logit_parity(
         alt.arch = (
             dataclasses.replace(alt.arch, vocab_size=src.arch.vocab_size) if alt.arch.vocab_size is None else alt.arch
         )
-        merged = _merged_logits(_load_merged(merged_dir, vla_session, request.node, "its merge"), eval_set)
+        stream = f"stream above {vla_session.options.stream_weights_above_mib} MiB"
+        merged = _cached_logits(
+            vla_session,
+            request.node,
+            "its merge",
+            [merged_dir],
+            f"merged, {stream}",
+            eval_set,
+            lambda: _merged_logits(_load_merged(merged_dir, vla_session, request.node, "its merge"), eval_set),
+        )
         with cache.step(f"parity: sharded forward at {target.describe()}"):
-            sharded = sharded_logits(alt, sequences)
+            sharded = _cached_logits(
+                vla_session,
+                request.node,
+                f"sharded {target.describe()}",
+                [resharded],
+                f"sharded {target.describe()} {alt.arch!r}",
+                eval_set,
+                lambda: sharded_logits(alt, sequences),
+            )
         comparisons.append(
             _compare(
                 f"sharded {target.describe()} (resharded) vs its merge",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,32 @@ def _progress(config: pytest.Config) -> Callable[[str], None] | None:
             tr.write_line(f"pytest-vla: {message}", cyan=True)
 
     return tell
+
+
+# Below this many bytes of release, ``-n auto`` runs the suite in-process: every xdist worker
+# imports torch and transformers and reopens the release (3-5 s each here), more than the checks
+# of a small release take together (benchmarks/suite.py, docs/scale.md).
+AUTO_WORKERS_ABOVE_BYTES = 1 << 30
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` sized by the release: no worker for a small one, one per CPU (up to one per
+    area) for a large one. ``PYTEST_XDIST_AUTO_NUM_WORKERS``, or no release, leaves it to xdist."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    release = read_options(config).release
+    if release is None:
+        return None
+    size = 0
+    for root, _dirs, files in os.walk(release):  # links are not followed: lstat sizes only
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(root, name))
+                size += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    if size < AUTO_WORKERS_ABOVE_BYTES:
+        return 0
+    return max(1, min(len(os.sched_getaffinity(0)), len(AREAS)))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -10,7 +10,7 @@ with its public surface in its ``__init__``: ``converter``, ``megatron``, ``hf``
 """
 
 from ._convert import merge, open_source, reshard, tokenizer_vocab_size
-from ._fs import inside, read_json
+from ._fs import atomic_write_bytes, inside, read_json
 from .converter._families import FAMILIES, family_for_arch
 from .converter._model import Arch, Layout, padded_vocab_size
 from .converter._split_rules import RULES, canonical_keys
@@ -28,6 +28,7 @@ from .megatron._legacy import MegatronSource
 from .megatron._rank_writer import write_megatron
 
 __all__ = [
+    "atomic_write_bytes",
     "inside",
     "read_json",
     "Arch",

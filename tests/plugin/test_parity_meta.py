@@ -243,3 +243,30 @@ def test_stale_expected_logits_without_a_checkpoint_and_the_printed_logits_fix(g
     again = run_suite(release, f"--vla-baseline={GOLDEN / 'dense'}", "--vla-allow-partial")
     assert not again.failed, sorted(again.failed)
     assert again.report["verdict"] == "CONFORMS"
+
+
+def test_logits_are_kept_by_content_and_recomputed_when_it_changes(golden_copy, run_suite, tmp_path):
+    """A second run on the same bytes reads every comparison's logits from the artefact cache
+    (and says so in the report); a changed weight is a new key: computed again, and it fails."""
+    release, cache = golden_copy("dense"), tmp_path / "cache"
+    labels = {
+        "test_logit_parity[shipped-layout]": ("merged model", "sharded TP=2 PP=2 EP=1"),
+        "test_logit_parity[alt-layout]": ("its merge", "sharded TP=4 PP=1 EP=1"),
+    }
+
+    def sources(run) -> dict[str, dict[str, str]]:
+        return {name: run.check(name)["measured"]["parity_logits"] for name in labels}
+
+    first = run_suite(release, "-m", "parity", cache=cache)
+    assert sorted(first.passed) == sorted(labels), first.failed
+    assert sources(first) == {n: dict.fromkeys(ls, "computed") for n, ls in labels.items()}
+    second = run_suite(release, "-m", "parity", cache=cache)
+    assert sorted(second.passed) == sorted(labels), second.failed
+    assert sources(second) == {n: dict.fromkeys(ls, "cached") for n, ls in labels.items()}
+    edit_shipped(release, permute_groups)
+    third = run_suite(release, "-m", "parity", cache=cache)
+    assert list(third.failed) == ["test_logit_parity[shipped-layout]"], third.failed
+    assert third.check("test_logit_parity[shipped-layout]")["measured"]["parity_logits"] == {
+        "merged model": "computed",
+        "sharded TP=2 PP=2 EP=1": "cached",  # the checkpoint did not change
+    }

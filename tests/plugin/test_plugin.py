@@ -185,6 +185,35 @@ def test_xdist_builds_each_artefact_once(pytester, tmp_path):
     result.stdout.fnmatch_lines(["VLA-Driver-Tiny-Dense v1.0.0: CONFORMS (partial: *"])
 
 
+def test_n_auto_runs_a_small_release_in_process(pytester, vla_cache, monkeypatch):
+    """Workers cost more than they save on a small release: ``-n auto`` starts none, and the
+    verdict is the same as a serial run's."""
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    result = pytester.runpytest_subprocess(
+        f"--vla-release={DENSE}", f"--vla-cache-dir={vla_cache}", "-n", "auto", "-m", "card", "--vla-allow-partial"
+    )
+    assert "bringing up nodes" not in result.stdout.str() and "created:" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["VLA-Driver-Tiny-Dense v1.0.0: CONFORMS (partial: *"])
+
+
+def test_n_auto_gives_a_large_release_a_worker_per_cpu(pytester, monkeypatch):
+    """Above AUTO_WORKERS_ABOVE_BYTES, one worker per CPU (at most one per area); the xdist
+    variable, where set, decides instead."""
+    import os
+
+    from pytest_vla import plugin
+    from pytest_vla.session import AREAS
+
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    config = pytester.parseconfig(f"--vla-release={DENSE}")
+    assert plugin.pytest_xdist_auto_num_workers(config) == 0  # 6 MB
+    monkeypatch.setattr(plugin, "AUTO_WORKERS_ABOVE_BYTES", 1)
+    assert plugin.pytest_xdist_auto_num_workers(config) == min(len(os.sched_getaffinity(0)), len(AREAS))
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "3")
+    assert plugin.pytest_xdist_auto_num_workers(config) is None
+    assert plugin.pytest_xdist_auto_num_workers(pytester.parseconfig()) is None
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git to export the source tree")
 def test_non_editable_install_runs_from_elsewhere(tmp_path):
     """`pip install .` (not editable) and run from an unrelated directory."""
