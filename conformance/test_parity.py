@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -158,6 +159,7 @@ def _cached_logits(
     what: str,
     eval_set: list[tuple[str, list[int]]],
     compute: Callable[[], list[torch.Tensor]],
+    step: str | None = None,
 ) -> list[torch.Tensor]:
     """``compute()``'s logits, kept in the artefact cache under the content digest of ``paths``
     (the model or checkpoint they are computed from), the eval set, ``what`` (the layout, the
@@ -180,7 +182,9 @@ def _cached_logits(
     hit = (cache.root / key / "logits.safetensors").is_file()
 
     def write(dst: Path) -> None:
-        atomic_write_bytes(dst, save({str(i): t.contiguous() for i, t in enumerate(compute())}))
+        with cache.step(step) if step else contextlib.nullcontext():  # told only when it runs
+            logits = compute()
+        atomic_write_bytes(dst, save({str(i): t.contiguous() for i, t in enumerate(logits)}))
 
     path = cache.build(key, "logits.safetensors", write)
     measure(node, "parity_logits", {label: "cached" if hit else "computed"})
@@ -337,16 +341,16 @@ def test_logit_parity(
             )
         if has_ckpt:
             src: MegatronSource = request.getfixturevalue("vla_rank_checkpoint")
-            with vla_session.cache.step(f"parity: sharded forward at {src.layout.describe()}"):
-                sharded = _cached_logits(
-                    vla_session,
-                    request.node,
-                    f"sharded {src.layout.describe()}",
-                    [src.path],
-                    f"sharded {src.layout.describe()} {src.arch!r}",
-                    eval_set,
-                    lambda: sharded_logits(src, sequences),
-                )
+            sharded = _cached_logits(
+                vla_session,
+                request.node,
+                f"sharded {src.layout.describe()}",
+                [src.path],
+                f"sharded {src.layout.describe()} {src.arch!r}",
+                eval_set,
+                lambda: sharded_logits(src, sequences),
+                step=f"parity: sharded forward at {src.layout.describe()}",
+            )
             comparisons.append(
                 _compare(
                     f"sharded {src.layout.describe()} vs merged model",
@@ -396,16 +400,16 @@ def test_logit_parity(
             eval_set,
             lambda: _merged_logits(_load_merged(merged_dir, vla_session, request.node, "its merge"), eval_set),
         )
-        with cache.step(f"parity: sharded forward at {target.describe()}"):
-            sharded = _cached_logits(
-                vla_session,
-                request.node,
-                f"sharded {target.describe()}",
-                [resharded],
-                f"sharded {target.describe()} {alt.arch!r}",
-                eval_set,
-                lambda: sharded_logits(alt, sequences),
-            )
+        sharded = _cached_logits(
+            vla_session,
+            request.node,
+            f"sharded {target.describe()}",
+            [resharded],
+            f"sharded {target.describe()} {alt.arch!r}",
+            eval_set,
+            lambda: sharded_logits(alt, sequences),
+            step=f"parity: sharded forward at {target.describe()}",
+        )
         comparisons.append(
             _compare(
                 f"sharded {target.describe()} (resharded) vs its merge",

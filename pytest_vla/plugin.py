@@ -45,12 +45,18 @@ def _progress(config: pytest.Config) -> Callable[[str], None] | None:
 # imports torch and transformers and reopens the release (3-5 s each here), more than the checks
 # of a small release take together (benchmarks/suite.py, docs/scale.md).
 AUTO_WORKERS_ABOVE_BYTES = 1 << 30
+# The heavy checks are parallel inside already (a process per rank, hashing threads): a worker
+# is worth its start only with this many CPUs for each. Measured on 2 CPUs and a 19.5 GB release,
+# 2 workers took the same time as none on a first run and 4.4 s longer warm (docs/scale.md).
+CPUS_PER_AUTO_WORKER = 8
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """``-n auto`` sized by the release: no worker for a small one, one per CPU (up to one per
-    area) for a large one. ``PYTEST_XDIST_AUTO_NUM_WORKERS``, or no release, leaves it to xdist."""
+    """``-n auto`` sized by the release and the host: no worker for a small release, nor where
+    fewer than two workers would get CPUS_PER_AUTO_WORKER CPUs each (in-process is faster then);
+    otherwise one per CPUS_PER_AUTO_WORKER CPUs, at most one per area.
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS``, or no release, leaves it to xdist."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None
     release = read_options(config).release
@@ -62,9 +68,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
             with contextlib.suppress(OSError):
                 st = os.lstat(os.path.join(root, name))
                 size += st.st_size if stat.S_ISREG(st.st_mode) else 0
-    if size < AUTO_WORKERS_ABOVE_BYTES:
-        return 0
-    return max(1, min(len(os.sched_getaffinity(0)), len(AREAS)))
+    workers = min(len(os.sched_getaffinity(0)) // CPUS_PER_AUTO_WORKER, len(AREAS))
+    return 0 if size < AUTO_WORKERS_ABOVE_BYTES or workers < 2 else workers
 
 
 def pytest_configure(config: pytest.Config) -> None:

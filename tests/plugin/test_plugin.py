@@ -196,19 +196,21 @@ def test_n_auto_runs_a_small_release_in_process(pytester, vla_cache, monkeypatch
     result.stdout.fnmatch_lines(["VLA-Driver-Tiny-Dense v1.0.0: CONFORMS (partial: *"])
 
 
-def test_n_auto_gives_a_large_release_a_worker_per_cpu(pytester, monkeypatch):
-    """Above AUTO_WORKERS_ABOVE_BYTES, one worker per CPU (at most one per area); the xdist
-    variable, where set, decides instead."""
-    import os
-
+def test_n_auto_gives_a_large_release_workers_only_on_a_host_with_cpus_for_them(pytester, monkeypatch):
+    """Above AUTO_WORKERS_ABOVE_BYTES, one worker per CPUS_PER_AUTO_WORKER CPUs where that makes
+    two or more (at most one per area), none otherwise; the xdist variable, where set, decides."""
     from pytest_vla import plugin
     from pytest_vla.session import AREAS
 
     monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
     config = pytester.parseconfig(f"--vla-release={DENSE}")
-    assert plugin.pytest_xdist_auto_num_workers(config) == 0  # 6 MB
+    monkeypatch.setattr(plugin.os, "sched_getaffinity", lambda _pid: set(range(64)))
+    assert plugin.pytest_xdist_auto_num_workers(config) == 0  # 6 MB: in-process whatever the host
     monkeypatch.setattr(plugin, "AUTO_WORKERS_ABOVE_BYTES", 1)
-    assert plugin.pytest_xdist_auto_num_workers(config) == min(len(os.sched_getaffinity(0)), len(AREAS))
+    assert plugin.pytest_xdist_auto_num_workers(config) == min(64 // plugin.CPUS_PER_AUTO_WORKER, len(AREAS))
+    for cpus, workers in ((2, 0), (15, 0), (16, 2), (24, 3)):
+        monkeypatch.setattr(plugin.os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert plugin.pytest_xdist_auto_num_workers(config) == workers, cpus
     monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "3")
     assert plugin.pytest_xdist_auto_num_workers(config) is None
     assert plugin.pytest_xdist_auto_num_workers(pytester.parseconfig()) is None
