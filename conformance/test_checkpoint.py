@@ -91,36 +91,47 @@ def _compare_dirs(findings: Findings, merged: Path, shipped: Path, what: str) ->
         )
     for name in sorted(names_a & names_b):
         x, y = a.hf_tensor(name), b.hf_tensor(name)
-        file = b._where[name].path
-        status[name] = 0.0
-        if x.dtype != y.dtype or x.shape != y.shape:
-            status[name] = "dtype/shape"
-            findings.add(
-                what,
-                f"{tuple(y.shape)} {y.dtype}",
-                f"{tuple(x.shape)} {x.dtype} (merged)",
-                file=file,
-                key=name,
-                fix="in the release: `vla-release remerge .` (merges checkpoint/ into model/ as pack does)",
-            )
-        elif not torch.equal(_bits(x), _bits(y)):
-            differs = _bits(x) != _bits(y)
-            # a NaN or inf on either side is an infinite difference (NaN compares unequal to all)
-            diff = torch.nan_to_num((x.float() - y.float()).abs(), nan=float("inf"))
-            diff = torch.where(differs, diff.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
-            status[name] = float(diff.max())
-            where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
-            nonfinite = int((~torch.isfinite(y.float())).sum())
-            findings.add(
-                what,
-                f"{int(differs.sum())} of {x.numel()} elements differ (max abs diff {diff.max().item():.4g} at {where})"
-                + (f"; {nonfinite} not finite in the shipped tensor" if nonfinite else ""),
-                "bit-identical to the merged checkpoint",
-                file=file,
-                key=name,
-                fix="in the release: `vla-release remerge .` (merges checkpoint/ into model/ as pack does)",
-            )
+        _compare_one(findings, what, name, x, y, b._where[name].path, status)
+        a.pages.release(x)  # both are mapped files: their pages are read again if needed, not held
+        b.pages.release(y)
+    a.pages.flush()
+    b.pages.flush()
     return dict(sorted(status.items()))
+
+
+def _compare_one(
+    findings: Findings, what: str, name: str, x: torch.Tensor, y: torch.Tensor, file: Path, status: dict
+) -> None:
+    """A finding when the merged tensor ``x`` and the shipped ``y`` are not bit-identical; records
+    the tensor's status in ``status``."""
+    status[name] = 0.0
+    if x.dtype != y.dtype or x.shape != y.shape:
+        status[name] = "dtype/shape"
+        findings.add(
+            what,
+            f"{tuple(y.shape)} {y.dtype}",
+            f"{tuple(x.shape)} {x.dtype} (merged)",
+            file=file,
+            key=name,
+            fix="in the release: `vla-release remerge .` (merges checkpoint/ into model/ as pack does)",
+        )
+    elif not torch.equal(_bits(x), _bits(y)):
+        differs = _bits(x) != _bits(y)
+        # a NaN or inf on either side is an infinite difference (NaN compares unequal to all)
+        diff = torch.nan_to_num((x.float() - y.float()).abs(), nan=float("inf"))
+        diff = torch.where(differs, diff.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+        status[name] = float(diff.max())
+        where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
+        nonfinite = int((~torch.isfinite(y.float())).sum())
+        findings.add(
+            what,
+            f"{int(differs.sum())} of {x.numel()} elements differ (max abs diff {diff.max().item():.4g} at {where})"
+            + (f"; {nonfinite} not finite in the shipped tensor" if nonfinite else ""),
+            "bit-identical to the merged checkpoint",
+            file=file,
+            key=name,
+            fix="in the release: `vla-release remerge .` (merges checkpoint/ into model/ as pack does)",
+        )
 
 
 @rule(
@@ -187,6 +198,11 @@ def _rank_tensors(src: MegatronSource, findings: Findings, other: MegatronSource
                     key=piece.local_key,
                     fix="the checkpoint is not in the canonical layout the args describe; re-save it",
                 )
+            src.pages.release(piece.tensor)  # mapped rank files: read again if needed, not held
+            if twin is not None:
+                other.pages.release(twin.tensor)
+    src.pages.flush()
+    other.pages.flush()
 
 
 @rule(

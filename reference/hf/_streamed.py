@@ -86,9 +86,15 @@ class _Stored:
         return (len(shapes), sum(s[0] for s in first), *first[0][1:])
 
     def load(self, source: HFSource) -> torch.Tensor:
-        if not self.fused:
-            return source.hf_tensor(self.keys[0][0]).float()
-        return torch.stack([torch.cat([source.hf_tensor(k).float() for k in ks]) for ks in self.keys])
+        """The value as float32 (a copy), the mapped pages it was read from given back."""
+        views = [[source.hf_tensor(k) for k in ks] for ks in self.keys]
+        out = (
+            views[0][0].float() if not self.fused else torch.stack([torch.cat([v.float() for v in vs]) for vs in views])
+        )
+        for vs in views:
+            for v in vs:
+                source.pages.release(v)
+        return out
 
 
 def _where_stored(name: str, param: torch.Tensor, present: set[str]) -> _Stored | None:
