@@ -19,7 +19,8 @@ it measures, each in a fresh process tree:
 
 Usage::
 
-    python benchmarks/suite.py [--workdir DIR] [--small] [--areas A,B] [--skip-whole] [--n-auto] [--out FILE]
+    python benchmarks/suite.py [--workdir DIR] [--small] [--areas A,B] [--skip-whole] [--n-auto]
+                               [--drop-inputs] [--out FILE]
 
 ``--small`` (4 layers, hidden 512) is a smoke test of a few minutes. Results are printed as a
 table and written as JSON (``--out``, default ``WORKDIR/suite-<model>.json``). The numbers go into
@@ -121,7 +122,9 @@ def build_inputs(m: Any, work: Path) -> dict[str, Path]:
     return {p.name: p for p in inputs.iterdir() if p.name != "done"} | {"checkpoint": ckpt}
 
 
-def build_release(m: Any, work: Path) -> tuple[Path, float]:
+def build_release(m: Any, work: Path, *, drop_inputs: bool = False) -> tuple[Path, float]:
+    """The packed release in ``work`` (built once); ``drop_inputs``: delete the training outputs
+    it was packed from afterwards (the release holds its own copy; saves ~16 GB at full size)."""
     from vla_reference.release import pack
 
     out = work / f"release-{m.name}"
@@ -145,7 +148,10 @@ def build_release(m: Any, work: Path) -> tuple[Path, float]:
         fsync=False,
         log=lambda s: print(f"pack: {s}", file=sys.stderr),
     )
-    return out, time.perf_counter() - t0
+    took = time.perf_counter() - t0
+    if drop_inputs:
+        shutil.rmtree(given["checkpoint"], ignore_errors=True)
+    return out, took
 
 
 # -- measuring a process tree ---------------------------------------------------------------------
@@ -275,11 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--areas", default=",".join(AREAS))
     p.add_argument("--skip-whole", action="store_true", help="only the per-area runs")
     p.add_argument("--n-auto", action="store_true", help="the whole suite under -n auto too (first and warm)")
+    p.add_argument("--drop-inputs", action="store_true", help="delete the built checkpoint once packed (disk)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     m = merge_bench.MODELS["small" if args.small else "full"]
     args.workdir.mkdir(parents=True, exist_ok=True)
-    release, pack_s = build_release(m, args.workdir)
+    release, pack_s = build_release(m, args.workdir, drop_inputs=args.drop_inputs)
     files = release_files(release)
     size = sum(f.stat().st_size for f in files)
     results: dict[str, Any] = {"model": m.name, "params": m.params(), "release_bytes": size, "pack_s": round(pack_s, 1)}
