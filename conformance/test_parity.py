@@ -117,6 +117,7 @@ def _load_merged(
         fail("transformers cannot load the model", f"{type(e).__name__}: {e}", file=path, fix="ship a loadable model/")
 
 
+_THIS_FILE_DIGEST: Final = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 # logits of a batch of the streamed forward, at most (each batch reads every weight once)
 _BATCH_LOGIT_BYTES: Final = 256 * 2**20
 
@@ -163,9 +164,9 @@ def _cached_logits(
 ) -> list[torch.Tensor]:
     """``compute()``'s logits, kept in the artefact cache under the content digest of ``paths``
     (the model or checkpoint they are computed from), the eval set, ``what`` (the layout, the
-    architecture read, the loader) and the torch, transformers and converter versions: a later run
-    on the same bytes with the same code reads them instead of running the forward again (the
-    report says which, under ``measured.parity_logits``)."""
+    architecture read, the loader), the torch, transformers and converter versions and this
+    file: a later run on the same bytes with the same code reads them instead of running the
+    forward again (the report says which, under ``measured.parity_logits``)."""
     import transformers
     from safetensors.torch import load_file, save
 
@@ -176,6 +177,7 @@ def _cached_logits(
             hashlib.sha256(json.dumps(eval_set).encode()).hexdigest(),
             f"torch {torch.__version__}",
             f"transformers {transformers.__version__}",
+            _THIS_FILE_DIGEST,  # how the logits are computed here (batching) is part of the key too
         )
     )
     key = cache.digest(*paths, salt=salt)
