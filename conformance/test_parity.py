@@ -107,9 +107,7 @@ def _load_merged(
     # float32 on both sides: the comparison measures layout, not storage precision
     try:
         if streamed:
-            model = streamed_model(source)
-            model.vla_streamed = True
-            return model
+            return streamed_model(source)
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=False).eval()
     except ReleaseError as e:
         Findings("transformers cannot load the model").fail_on(e, "transformers cannot load the model")
@@ -128,7 +126,7 @@ def _merged_logits(model: Any, eval_set: list[tuple[str, list[int]]]) -> list[to
     positions do not depend on what follows; they differ from one-by-one by float32 rounding,
     ~1e-5 here, inside the float32 tolerance); ``from_pretrained``'s model runs one by one."""
     with torch.no_grad():
-        if not getattr(model, "vla_streamed", False):
+        if next(model.parameters()).device.type != "meta":  # loaded whole: no batching needed
             return [model(torch.tensor([ids])).logits[0].float() for _, ids in eval_set]
         vocab = int(model.config.vocab_size)
         out: list[torch.Tensor] = []
@@ -192,6 +190,27 @@ def _cached_logits(
     measure(node, "parity_logits", {label: "cached" if hit else "computed"})
     stored = load_file(path)
     return [stored[str(i)] for i in range(len(eval_set))]
+
+
+def _merged_side(
+    session: VLASession,
+    node: pytest.Item,
+    label: str,
+    merged_dir: Path,
+    eval_set: list[tuple[str, list[int]]],
+    reported_by: str | None = None,
+) -> list[torch.Tensor]:
+    """The merged model's logits on the eval set, kept by content (the loader threshold is part of
+    the key: a streamed forward batches its sequences)."""
+    return _cached_logits(
+        session,
+        node,
+        label,
+        [merged_dir],
+        f"merged, stream above {session.options.stream_weights_above_mib} MiB",
+        eval_set,
+        lambda: _merged_logits(_load_merged(merged_dir, session, node, label, reported_by=reported_by), eval_set),
+    )
 
 
 def _tolerance(session: VLASession, dtype: torch.dtype) -> Tolerance:
@@ -307,18 +326,7 @@ def test_logit_parity(
     if layout == "shipped-layout":
         merged_dir = vla_model_dir
         reported_by = "test_config_agrees_with_args and test_merge_equals_shipped_model" if has_ckpt else None
-        stream = f"stream above {vla_session.options.stream_weights_above_mib} MiB"
-        merged = _cached_logits(
-            vla_session,
-            request.node,
-            "merged model",
-            [merged_dir],
-            f"merged, {stream}",
-            eval_set,
-            lambda: _merged_logits(
-                _load_merged(merged_dir, vla_session, request.node, "merged model", reported_by=reported_by), eval_set
-            ),
-        )
+        merged = _merged_side(vla_session, request.node, "merged model", merged_dir, eval_set, reported_by)
         expected = vla_release.root / "golden" / "expected_logits.safetensors"
         if expected.is_file():
             ref = SafetensorsFile(expected)
@@ -392,16 +400,7 @@ def test_logit_parity(
         alt.arch = (
             dataclasses.replace(alt.arch, vocab_size=src.arch.vocab_size) if alt.arch.vocab_size is None else alt.arch
         )
-        stream = f"stream above {vla_session.options.stream_weights_above_mib} MiB"
-        merged = _cached_logits(
-            vla_session,
-            request.node,
-            "its merge",
-            [merged_dir],
-            f"merged, {stream}",
-            eval_set,
-            lambda: _merged_logits(_load_merged(merged_dir, vla_session, request.node, "its merge"), eval_set),
-        )
+        merged = _merged_side(vla_session, request.node, "its merge", merged_dir, eval_set)
         sharded = _cached_logits(
             vla_session,
             request.node,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from vla_reference.release import release_files
 
 from . import fixtures
 from .collection import SuiteModule
@@ -63,11 +64,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     if release is None:
         return None
     size = 0
-    for root, _dirs, files in os.walk(release):  # links are not followed: lstat sizes only
-        for name in files:
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(root, name))
-                size += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    for rel in release_files(release):  # regular files only, as the manifest lists them
+        with contextlib.suppress(OSError):  # removed since it was listed
+            size += (release / rel).stat().st_size
     workers = min(len(os.sched_getaffinity(0)) // CPUS_PER_AUTO_WORKER, len(AREAS))
     return 0 if size < AUTO_WORKERS_ABOVE_BYTES or workers < 2 else workers
 

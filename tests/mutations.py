@@ -13,6 +13,7 @@ failure naming a file inside the release, and the release's bytes unchanged.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 import resource
@@ -269,11 +270,9 @@ def run_suite(
     stdout = proc.stdout
     reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: stdout.read(65536), b"")), daemon=True)
     reader.start()
-    try:
+    with contextlib.suppress(BrokenPipeError):  # it exited before reading stdin, as it should
         proc.stdin.write(b"y\n" * 4)
         proc.stdin.close()
-    except BrokenPipeError:
-        pass  # it exited before reading stdin, which is what is expected of it
     killed = threading.Event()
 
     def kill() -> None:
